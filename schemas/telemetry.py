@@ -22,6 +22,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
 )
 
 TELEMETRY_SCHEMA_VERSION: Final = 1
@@ -72,7 +73,13 @@ def _check_probabilities(value: list[float] | dict[str, float] | None) -> Any:
 Number = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Identifier = Annotated[StrictStr, Field(min_length=1, max_length=256)]
-EpochSeconds = Annotated[float, BeforeValidator(_parse_timestamp)]
+EpochSeconds = Annotated[
+    float,
+    BeforeValidator(_parse_timestamp),
+    WithJsonSchema(
+        {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}, mode="validation"
+    ),
+]
 FeatureVector = list[FiniteFloat] | dict[StrictStr, FiniteFloat]
 ProbabilityVector = Annotated[
     list[FiniteFloat] | dict[StrictStr, FiniteFloat] | None, AfterValidator(_check_probabilities)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ from types import TracebackType
 from typing import IO, Self
 
 from mlwarden.schemas.errors import BrokerError
+from mlwarden.streams.processes import stop_process_group
 
 _READY_TIMEOUT_S = 20.0
 
@@ -129,15 +129,8 @@ class EmbeddedBroker:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the whole process group: SIGTERM, then SIGKILL after `timeout_s`."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        if process is not None:
+            stop_process_group(process, timeout_s)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
