@@ -39,8 +39,13 @@ GROUP = "mlwarden-bench-worker"
 
 def produce(bootstrap: str, topic: str, records: int, clients: int) -> float:
     rng = random.Random(1)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, batch_size=256 * 1024,
-                             compression_type="gzip", acks=1)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=50,
+        batch_size=256 * 1024,
+        compression_type="gzip",
+        acks=1,
+    )
     start_ts = 1_790_000_000.0
     begun = time.perf_counter()
     for index in range(records):
@@ -48,12 +53,19 @@ def produce(bootstrap: str, topic: str, records: int, clients: int) -> float:
         if index % 100 == 99:
             value = b'{"event_id": "broken", "timestamp": "yesterday"}'
         else:
-            value = json.dumps({
-                "event_id": f"e-{index}", "timestamp": start_ts + index * 0.001,
-                "model_id": "fraud-scorer", "model_version": "3", "client_id": client,
-                "features": [round(rng.gauss(0, 1), 4) for _ in range(8)],
-                "probabilities": [0.9, 0.1], "prediction": 0, "latency_ms": 3.2,
-            }).encode()
+            value = json.dumps(
+                {
+                    "event_id": f"e-{index}",
+                    "timestamp": start_ts + index * 0.001,
+                    "model_id": "fraud-scorer",
+                    "model_version": "3",
+                    "client_id": client,
+                    "features": [round(rng.gauss(0, 1), 4) for _ in range(8)],
+                    "probabilities": [0.9, 0.1],
+                    "prediction": 0,
+                    "latency_ms": 3.2,
+                }
+            ).encode()
         producer.send(topic, key=client.encode(), value=value)
     producer.flush()
     producer.close()
@@ -61,8 +73,12 @@ def produce(bootstrap: str, topic: str, records: int, clients: int) -> float:
 
 
 async def raw_consume(bootstrap: str, topic: str, records: int) -> float:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20,
+    )
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
@@ -72,8 +88,9 @@ async def raw_consume(bootstrap: str, topic: str, records: int) -> float:
         while seen < records:
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for tp, messages in batches.items():
-                decode_batch(RawMessage(m.value, m.key, tp.topic, tp.partition, m.offset)
-                             for m in messages)
+                decode_batch(
+                    RawMessage(m.value, m.key, tp.topic, tp.partition, m.offset) for m in messages
+                )
                 seen += len(messages)
         return time.perf_counter() - begun
     finally:
@@ -86,13 +103,24 @@ def committed(admin: KafkaAdminClient, topic: str) -> int:
 
 
 def worker_rate(bootstrap: str, topic: str, records: int, workdir: Path) -> tuple[float, int]:
-    env = {**os.environ, "MLWARDEN_KAFKA__BOOTSTRAP": bootstrap,
-           "MLWARDEN_KAFKA__PARTITIONS": str(PARTITIONS), "MLWARDEN_WORKER__APP_ID": GROUP,
-           "MLWARDEN_WORKER__WEB_PORT": "0", "MLWARDEN_WORKER__COMMIT_INTERVAL_S": "0.2",
-           "MLWARDEN_WORKER__DATA_DIR": str(workdir / "data"), "MLWARDEN_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "MLWARDEN_KAFKA__BOOTSTRAP": bootstrap,
+        "MLWARDEN_KAFKA__PARTITIONS": str(PARTITIONS),
+        "MLWARDEN_WORKER__APP_ID": GROUP,
+        "MLWARDEN_WORKER__WEB_PORT": "0",
+        "MLWARDEN_WORKER__COMMIT_INTERVAL_S": "0.2",
+        "MLWARDEN_WORKER__DATA_DIR": str(workdir / "data"),
+        "MLWARDEN_LOG_LEVEL": "WARNING",
+    }
     log = (workdir / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "mlwarden.streams.cli", "worker"], env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "mlwarden.streams.cli", "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         first: tuple[float, int] | None = None
@@ -131,8 +159,10 @@ def main() -> None:
     print(f"records                 {args.records:>12,}  ({args.clients:,} clients, 1% malformed)")
     print(f"produce (kafka-python)  {args.records / produce_s:>12,.0f} records/s")
     print(f"raw aiokafka + decode   {raw_rate:>12,.0f} records/s")
-    print(f"mlwarden worker         {worker_rate_:>12,.0f} records/s  "
-          f"(measured over {worker_records:,} records)")
+    print(
+        f"mlwarden worker         {worker_rate_:>12,.0f} records/s  "
+        f"(measured over {worker_records:,} records)"
+    )
     print(f"worker / raw            {worker_rate_ / raw_rate:>12.2f}")
 
 

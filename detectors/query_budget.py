@@ -108,7 +108,9 @@ class QueryBudgetDetector(Detector):
         else:
             self._buckets.move_to_end(key)
             elapsed = max(0.0, now - bucket.last_ts)  # out-of-order events refill nothing
-            bucket.tokens = min(float(limits.burst), bucket.tokens + elapsed * limits.rate_per_second)
+            bucket.tokens = min(
+                float(limits.burst), bucket.tokens + elapsed * limits.rate_per_second
+            )
             bucket.last_ts = max(bucket.last_ts, now)
             if bucket.tokens >= limits.burst:
                 bucket.incident = None  # refilled: whatever happened before is over
@@ -175,9 +177,15 @@ class QueryBudgetDetector(Detector):
             "watermark": self._watermark if self._buckets else None,
             "buckets": [
                 [
-                    model_id, client_id, b.tokens, b.last_ts, b.run_start, b.run_count,
-                    None if b.incident is None else
-                    [b.incident.fingerprint, b.incident.opened_at, b.incident.over_budget],
+                    model_id,
+                    client_id,
+                    b.tokens,
+                    b.last_ts,
+                    b.run_start,
+                    b.run_count,
+                    None
+                    if b.incident is None
+                    else [b.incident.fingerprint, b.incident.opened_at, b.incident.over_budget],
                     list(b.recent_ids),
                 ]
                 for (model_id, client_id), b in self._buckets.items()
@@ -190,7 +198,9 @@ class QueryBudgetDetector(Detector):
         self._buckets.clear()
         watermark = state["watermark"]
         self._watermark = float("-inf") if watermark is None else float(watermark)
-        for model_id, client_id, tokens, last_ts, run_start, run_count, inc, ids in state["buckets"]:
+        for model_id, client_id, tokens, last_ts, run_start, run_count, inc, ids in state[
+            "buckets"
+        ]:
             self._buckets[(model_id, client_id)] = _Bucket(
                 tokens=tokens,
                 last_ts=last_ts,

@@ -43,7 +43,9 @@ class Alert(BaseModel):
     severity: Severity
     model_id: str
     model_version: str
-    client_id: str | None = Field(description="The offending client, or null for model-wide alerts.")
+    client_id: str | None = Field(
+        description="The offending client, or null for model-wide alerts."
+    )
     detected_at: AwareDatetime = Field(description="Timestamp of the event that tripped the alert.")
     emitted_at: AwareDatetime = Field(description="Wall-clock time the alert left the pipeline.")
     score: float

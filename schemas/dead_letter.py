@@ -20,8 +20,9 @@ HEADER_PREFIX: Final = "mlwarden.dlq."
 class DeadLetter(BaseModel):
     """Why a record was refused and where it came from; `original` is its exact bytes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64",
-                              val_json_bytes="base64")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
     original: bytes = Field(description="The record's bytes as received (base64 in JSON).")
     key: bytes | None = Field(default=None, description="The record's Kafka key, if any.")

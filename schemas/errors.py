@@ -67,7 +67,7 @@ class PlaybookError(MlwardenError):
 
 
 class RejectReason(StrEnum):
-    """Why a telemetry record went to the dead-letter queue (stable codes: dashboards count them)."""
+    """Why a record went to the dead-letter queue. Stable codes: dashboards count them."""
 
     NOT_UTF8 = "not_utf8"
     INVALID_JSON = "invalid_json"

@@ -77,7 +77,8 @@ EpochSeconds = Annotated[
     float,
     BeforeValidator(_parse_timestamp),
     WithJsonSchema(
-        {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}, mode="validation"
+        {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
+        mode="validation",
     ),
 ]
 FeatureVector = list[FiniteFloat] | dict[StrictStr, FiniteFloat]

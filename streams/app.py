@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP, EventT
+from mode import BaseSignalT
 
 from mlwarden.detectors.registry import build_pipeline
 from mlwarden.playbooks.engine import PlaybookEngine
@@ -28,7 +29,7 @@ from mlwarden.streams.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class PartitionSnapshotTable(faust.Table):  # type: ignore[misc]
+class PartitionSnapshotTable(faust.Table[int, Any]):
     """A table keyed by partition number, whose key *is* its changelog partition.
 
     Faust places a table write in the partition of the event being processed; a batch spans
@@ -65,11 +66,14 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
         value_serializer="raw",
     )
     topics = kafka.topics
-    raw = {"key_type": bytes, "value_type": bytes, "partitions": kafka.partitions}
-    telemetry_topic = app.topic(topics.telemetry, **raw)
-    dead_letter_topic = app.topic(topics.dead_letters, **raw)
-    alerts_topic = app.topic(topics.alerts, **raw)
-    actions_topic = app.topic(topics.actions, **raw)
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
+
+    telemetry_topic = raw_topic(topics.telemetry)
+    dead_letter_topic = raw_topic(topics.dead_letters)
+    alerts_topic = raw_topic(topics.alerts)
+    actions_topic = raw_topic(topics.actions)
 
     detector_state = app.tables.add(
         PartitionSnapshotTable(
@@ -90,7 +94,9 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
         help="Playbook step states per incident: what already ran is never run again.",
     )
 
-    pipelines = PartitionedPipelines(lambda: build_pipeline(settings.detectors), detector_state)
+    pipelines = PartitionedPipelines(
+        lambda: build_pipeline(settings.detectors), cast(MutableMapping[int, Any], detector_state)
+    )
     engine = PlaybookEngine(
         load_playbooks(settings.playbooks.path),
         pager or ConsolePager(),
@@ -100,7 +106,11 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
 
     @app.agent(telemetry_topic)
     async def detect(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(worker.batch_size, within=worker.batch_wait_s):
+        # take_events is on faust.Stream but missing from the StreamT protocol it is typed as.
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            worker.batch_size, within=worker.batch_wait_s
+        )
+        async for events in batches:
             for tp, partition_events in _by_partition(events).items():
                 decoded = decode_batch(
                     (_raw_message(tp, event) for event in partition_events),
@@ -122,24 +132,27 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
                     key=action.idempotency_key.encode(), value=action.model_dump_json().encode()
                 )
 
-    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
-    async def _forget_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+    @app.on_partitions_revoked.connect
+    def _forget_revoked(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        revoked: set[TP] = args[0] if args else kwargs["revoked"]
         pipelines.revoke(tp.partition for tp in revoked if tp.topic == topics.telemetry)
 
     return app
 
 
-def _by_partition(events: Sequence[EventT]) -> dict[TP, list[EventT]]:
-    grouped: dict[TP, list[EventT]] = defaultdict(list)
+def _by_partition(events: Sequence[EventT[bytes]]) -> dict[TP, list[EventT[bytes]]]:
+    grouped: dict[TP, list[EventT[bytes]]] = defaultdict(list)
     for event in events:
         grouped[event.message.tp].append(event)
     return grouped
 
 
-def _raw_message(tp: TP, event: EventT) -> RawMessage:
+def _raw_message(tp: TP, event: EventT[bytes]) -> RawMessage:
     message = event.message
     return RawMessage(
-        value=message.value,
+        value=message.value or b"",  # a tombstone (null value) is dead-lettered as empty
         key=message.key,
         topic=tp.topic,
         partition=tp.partition,

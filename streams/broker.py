@@ -82,9 +82,14 @@ class EmbeddedBroker:
             return self
         url = f"tcp://{self.host}:{self.port}"
         command = [
-            resolve_tansu_binary(), "broker",
-            "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", self.storage_url,
+            resolve_tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            self.storage_url,
         ]
         if self._log_path is None:
             handle, name = tempfile.mkstemp(prefix="mlwarden-tansu-", suffix=".log")
@@ -110,8 +115,9 @@ class EmbeddedBroker:
                     f"Tansu exited at start (code {self._process and self._process.returncode}); "
                     f"its log: {self._log_path}\n{self.log_tail()}"
                 )
-            with contextlib.suppress(OSError), socket.create_connection(
-                (self.host, self.port), timeout=0.5
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=0.5),
             ):
                 return
             time.sleep(0.05)

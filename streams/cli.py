@@ -9,6 +9,8 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
 
 from mlwarden.schemas.errors import MlwardenError
+from mlwarden.streams.settings import Settings
 
 app = typer.Typer(
     name="mlwarden",
@@ -33,10 +36,8 @@ app.add_typer(config_app, name="config")
 console = Console(stderr=True)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     """Settings from the environment, or a clear exit naming the bad variable."""
-    from mlwarden.streams.settings import Settings
-
     try:
         return Settings()
     except ValidationError as exc:
@@ -65,7 +66,8 @@ def broker(
         console.print("broker stopped")
 
 
-def _wait_for_signal(alive: object) -> None:
+def _wait_for_signal(alive: Callable[[], bool]) -> None:
+    """Block until Ctrl-C, SIGTERM, or `alive()` turns false."""
     stop = False
 
     def request_stop(*_: object) -> None:
@@ -74,7 +76,7 @@ def _wait_for_signal(alive: object) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        while not stop and alive():  # type: ignore[operator]
+        while not stop and alive():
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
@@ -99,12 +101,16 @@ def publish(
 
     settings = _settings()
     ensure_topics(settings.kafka)
-    with Progress(TextColumn("publish"), BarColumn(), MofNCompleteColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("publish"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as progress:
         task = progress.add_task("publish", total=None)
         sent = replay_file(
-            telemetry, settings.kafka.bootstrap, settings.kafka.topics.telemetry,
-            rate_per_s=rate, on_sent=lambda n: progress.advance(task, n),
+            telemetry,
+            settings.kafka.bootstrap,
+            settings.kafka.topics.telemetry,
+            rate_per_s=rate,
+            on_sent=lambda n: progress.advance(task, n),
         )
     console.print(f"published {sent} records to {settings.kafka.topics.telemetry}")
 
@@ -112,7 +118,9 @@ def publish(
 @app.command()
 def backtest(
     telemetry: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    alerts_out: Annotated[Path, typer.Option("--alerts-out", help="Where to write alerts (JSONL).")],
+    alerts_out: Annotated[
+        Path, typer.Option("--alerts-out", help="Where to write alerts (JSONL).")
+    ],
     rejects_out: Annotated[
         Path | None, typer.Option("--rejects-out", help="Dead letters (JSONL, base64 bytes).")
     ] = None,
@@ -123,17 +131,25 @@ def backtest(
     settings = _settings()
     started = time.perf_counter()
     with (
-        Progress(TextColumn("{task.description:>6}"), BarColumn(), DownloadColumn(),
-                 console=console, transient=True) as progress,
-        rejects_out.open("w", encoding="utf-8") if rejects_out else _null() as rejects,
+        Progress(
+            TextColumn("{task.description:>6}"),
+            BarColumn(),
+            DownloadColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+        rejects_out.open("w", encoding="utf-8") if rejects_out else nullcontext() as rejects,
     ):
         tasks = {
             "read": progress.add_task("read", total=telemetry.stat().st_size),
             "detect": progress.add_task("detect", total=None),
         }
         result = run_backtest(
-            telemetry, settings.detectors, batch_size=settings.worker.batch_size,
-            rejects_out=rejects, progress=lambda phase, n: progress.advance(tasks[phase], n),
+            telemetry,
+            settings.detectors,
+            batch_size=settings.worker.batch_size,
+            rejects_out=rejects,
+            progress=lambda phase, n: progress.advance(tasks[phase], n),
         )
     with alerts_out.open("w", encoding="utf-8") as out:
         for alert in result.alerts:
@@ -143,12 +159,6 @@ def backtest(
         f"{result.records} records, {result.rejected} rejected, {len(result.alerts)} alerts "
         f"→ {alerts_out} ({result.records / max(elapsed, 1e-9):,.0f} records/s)"
     )
-
-
-def _null():  # type: ignore[no-untyped-def]
-    import contextlib
-
-    return contextlib.nullcontext(None)
 
 
 @app.command()

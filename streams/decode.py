@@ -1,4 +1,4 @@
-"""Decode and validate raw telemetry bytes in batches: every input becomes a record or a dead letter.
+"""Decode and validate raw telemetry in batches: every input becomes a record or a dead letter.
 
 Pure code with no Kafka client in sight, so the worker, backtest and property tests share it.
 The happy path is one `model_validate_json` call per record (pydantic-core parses and

@@ -47,12 +47,20 @@ def run_demo(duration_s: float, seed: int, console: Console) -> int:
             worker = _start_worker(broker.bootstrap, workdir)
             console.print(
                 f"broker {broker.bootstrap}; worker pid {worker.pid} (log {workdir / 'worker.log'})"
-                f"; demo budget {_DEMO_BUDGET['RATE_PER_MINUTE']}/min, burst {_DEMO_BUDGET['BURST']}"
+                f"; demo budget {_DEMO_BUDGET['RATE_PER_MINUTE']}/min,"
+                f" burst {_DEMO_BUDGET['BURST']}"
             )
             plan = TrafficPlan()
             traffic = threading.Thread(
                 target=_publish_traffic,
-                args=(broker.bootstrap, kafka.topics.telemetry, duration_s, seed, plan, stop_traffic),
+                args=(
+                    broker.bootstrap,
+                    kafka.topics.telemetry,
+                    duration_s,
+                    seed,
+                    plan,
+                    stop_traffic,
+                ),
                 daemon=True,
             )
             traffic.start()
@@ -61,7 +69,9 @@ def run_demo(duration_s: float, seed: int, console: Console) -> int:
                 f"and {ABUSER_ID} scraping at {plan.abuser_rate_per_s:.0f}/s after "
                 f"{plan.abuser_starts_after_s:.0f}s"
             )
-            paged = _watch(kafka, worker, console, deadline=time.monotonic() + duration_s + _GRACE_S)
+            paged = _watch(
+                kafka, worker, console, deadline=time.monotonic() + duration_s + _GRACE_S
+            )
             stop_traffic.set()
             traffic.join(timeout=10)
     except KeyboardInterrupt:
@@ -105,7 +115,11 @@ def _start_worker(bootstrap: str, workdir: Path) -> subprocess.Popen[bytes]:
 
 
 def _publish_traffic(
-    bootstrap: str, topic: str, duration_s: float, seed: int, plan: TrafficPlan,
+    bootstrap: str,
+    topic: str,
+    duration_s: float,
+    seed: int,
+    plan: TrafficPlan,
     stop: threading.Event,
 ) -> None:
     """Publish each record when its timestamp comes due, as a live model server would."""
@@ -117,11 +131,13 @@ def _publish_traffic(
             publisher.publish(record)
 
 
-def _watch(kafka: KafkaSettings, worker: subprocess.Popen[bytes], console: Console,
-           deadline: float) -> bool:
+def _watch(
+    kafka: KafkaSettings, worker: subprocess.Popen[bytes], console: Console, deadline: float
+) -> bool:
     """Print alerts and step results as they arrive; True once a page step has succeeded."""
     consumer = KafkaConsumer(
-        kafka.topics.alerts, kafka.topics.actions,
+        kafka.topics.alerts,
+        kafka.topics.actions,
         bootstrap_servers=kafka.bootstrap.split(","),
         group_id=None,
         auto_offset_reset="earliest",

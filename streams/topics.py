@@ -6,6 +6,8 @@ silently cap how far the worker can scale out; creating them first avoids that.
 
 from __future__ import annotations
 
+import contextlib
+
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -33,15 +35,16 @@ def ensure_topics(kafka: KafkaSettings, timeout_s: float = 15.0) -> list[str]:
                 num_partitions=kafka.partitions,
                 replication_factor=kafka.replication_factor,
                 # The latest decision per client is what a (re)starting gateway must read.
-                topic_configs={"cleanup.policy": "compact"} if name == kafka.topics.controls else {},
+                topic_configs={"cleanup.policy": "compact"}
+                if name == kafka.topics.controls
+                else {},
             )
             for name in missing
         ]
         if new_topics:
-            try:
+            # Another process may create them between our list and create: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new_topics, timeout_ms=int(timeout_s * 1000))
-            except TopicAlreadyExistsError:
-                pass  # another process created them between our list and create: fine
         return missing
     finally:
         admin.close()

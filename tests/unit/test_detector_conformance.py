@@ -32,10 +32,17 @@ def stream(seed: int, events: int = 6000, clients: int = 40) -> list[TelemetryRe
         if rng.random() < 0.5:
             p = rng.random()
             optional["probabilities"] = [p, 1 - p]
-        records.append(TelemetryRecord(
-            event_id=f"e{index}", timestamp=ts, model_id=rng.choice(["m1", "m2"]),
-            model_version="1", client_id=client, prediction=rng.randrange(2), **optional,
-        ))
+        records.append(
+            TelemetryRecord(
+                event_id=f"e{index}",
+                timestamp=ts,
+                model_id=rng.choice(["m1", "m2"]),
+                model_version="1",
+                client_id=client,
+                prediction=rng.randrange(2),
+                **optional,
+            )
+        )
     return records
 
 
@@ -120,8 +127,17 @@ def test_no_wall_clock_reads(name: str, monkeypatch: pytest.MonkeyPatch) -> None
 
 @names
 def test_minimal_records_are_handled(name: str) -> None:
-    bare = [TelemetryRecord(event_id=f"e{i}", timestamp=T0 + i / 1000, model_id="m",
-                            model_version="1", client_id="c", prediction=0) for i in range(500)]
+    bare = [
+        TelemetryRecord(
+            event_id=f"e{i}",
+            timestamp=T0 + i / 1000,
+            model_id="m",
+            model_version="1",
+            client_id="c",
+            prediction=0,
+        )
+        for i in range(500)
+    ]
     run(fresh(name), bare)
 
 
@@ -129,9 +145,17 @@ def test_minimal_records_are_handled(name: str) -> None:
 def test_memory_is_bounded_by_activity_not_by_clients_ever_seen(name: str) -> None:
     detector = fresh(name)
     # 20,000 one-off clients, one query each, spread over a long time.
-    records = [TelemetryRecord(event_id=f"e{i}", timestamp=T0 + i, model_id="m",
-                               model_version="1", client_id=f"one-off-{i}", prediction=0)
-               for i in range(20_000)]
+    records = [
+        TelemetryRecord(
+            event_id=f"e{i}",
+            timestamp=T0 + i,
+            model_id="m",
+            model_version="1",
+            client_id=f"one-off-{i}",
+            prediction=0,
+        )
+        for i in range(20_000)
+    ]
     run(detector, records, size=1000)
     state_bytes = len(json.dumps(detector.state_dict()))
     assert state_bytes < 200_000, f"{name} keeps {state_bytes} bytes of state for idle clients"

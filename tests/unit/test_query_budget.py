@@ -11,9 +11,17 @@ T0 = 1_790_000_000.0
 
 
 def queries(client: str, times: list[float], model: str = "m") -> list[TelemetryRecord]:
-    return [TelemetryRecord(event_id=f"{client}-{model}-{t:.3f}-{i}", timestamp=T0 + t, model_id=model,
-                            model_version="7", client_id=client, prediction=0)
-            for i, t in enumerate(times)]
+    return [
+        TelemetryRecord(
+            event_id=f"{client}-{model}-{t:.3f}-{i}",
+            timestamp=T0 + t,
+            model_id=model,
+            model_version="7",
+            client_id=client,
+            prediction=0,
+        )
+        for i, t in enumerate(times)
+    ]
 
 
 def detector(**config: object) -> QueryBudgetDetector:
@@ -24,8 +32,8 @@ def test_burst_is_allowed_and_the_next_query_alerts() -> None:
     det = detector(rate_per_minute=60, burst=10)
     assert det.update(TelemetryBatch(queries("c", [0.0] * 10))) == []
     [alert] = det.update(TelemetryBatch(queries("c", [0.0])))
-    assert alert.kind is AlertKind.ABUSE and alert.severity is Severity.WARNING
-    assert alert.client_id == "c" and alert.model_version == "7"
+    assert (alert.kind, alert.severity) == (AlertKind.ABUSE, Severity.WARNING)
+    assert (alert.client_id, alert.model_version) == ("c", "7")
     assert alert.threshold == 60
     assert alert.evidence["queries_in_window"] == 11
     assert alert.detected_at.timestamp() == T0
@@ -52,9 +60,13 @@ def test_one_alert_per_incident_and_a_new_incident_after_refill() -> None:
 def test_budgets_are_per_model_and_per_client() -> None:
     det = detector(rate_per_minute=60, burst=5, models={"llm": {"rate_per_minute": 6, "burst": 1}})
     burst = [0.0, 0.0]
-    alerts = det.update(TelemetryBatch(
-        queries("a", burst, model="llm") + queries("a", burst) + queries("b", burst, model="llm")
-    ))
+    alerts = det.update(
+        TelemetryBatch(
+            queries("a", burst, model="llm")
+            + queries("a", burst)
+            + queries("b", burst, model="llm")
+        )
+    )
     assert sorted((a.model_id, a.client_id) for a in alerts) == [("llm", "a"), ("llm", "b")]
 
 

@@ -14,8 +14,9 @@ from mlwarden.schemas.export import COMMITTED_DIR, export_schemas, render_schema
 
 def test_committed_json_schemas_match_the_models() -> None:
     rendered = render_schemas()
-    committed = {path.name: path.read_text(encoding="utf-8")
-                 for path in COMMITTED_DIR.glob("*.json")}
+    committed = {
+        path.name: path.read_text(encoding="utf-8") for path in COMMITTED_DIR.glob("*.json")
+    }
     assert committed == rendered, (
         "schemas/json is stale: run `mlwarden schema export schemas/json` and commit the result"
     )
@@ -30,16 +31,28 @@ NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
 def test_control_decisions_must_lapse_and_carry_their_limit() -> None:
-    ok = ControlDecision(client_id="c", action=ControlAction.THROTTLE, limit_per_minute=10,
-                         decided_at=NOW, expires_at=NOW + timedelta(hours=1), reason="r")
+    ok = ControlDecision(
+        client_id="c",
+        action=ControlAction.THROTTLE,
+        limit_per_minute=10,
+        decided_at=NOW,
+        expires_at=NOW + timedelta(hours=1),
+        reason="r",
+    )
     assert ok.limit_per_minute == 10
     with pytest.raises(ValidationError, match="needs limit_per_minute"):
-        ControlDecision(client_id="c", action=ControlAction.THROTTLE, decided_at=NOW,
-                        expires_at=NOW + timedelta(hours=1), reason="r")
+        ControlDecision(
+            client_id="c",
+            action=ControlAction.THROTTLE,
+            decided_at=NOW,
+            expires_at=NOW + timedelta(hours=1),
+            reason="r",
+        )
     with pytest.raises(ValidationError, match="must lapse"):
         ControlDecision(client_id="c", action=ControlAction.BLOCK, decided_at=NOW, reason="r")
     with pytest.raises(ValidationError, match="after decided_at"):
-        ControlDecision(client_id="c", action=ControlAction.BLOCK, decided_at=NOW,
-                        expires_at=NOW, reason="r")
+        ControlDecision(
+            client_id="c", action=ControlAction.BLOCK, decided_at=NOW, expires_at=NOW, reason="r"
+        )
     lift = ControlDecision(client_id="c", action=ControlAction.LIFT, decided_at=NOW, reason="r")
     assert lift.expires_at is None

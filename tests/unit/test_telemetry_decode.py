@@ -57,10 +57,12 @@ def test_contract_forms_are_accepted(extra: dict[str, Any], check: Any) -> None:
         (b"\xff\xfe{}", RejectReason.NOT_UTF8, "UTF-8"),
         (b'{"event_id": ', RejectReason.INVALID_JSON, "EOF"),
         (b"[1, 2]", RejectReason.NOT_AN_OBJECT, "object"),
-        ({k: v for k, v in VALID.items() if k != "client_id"}, RejectReason.MISSING_FIELD,
-         "client_id"),
-        ({**VALID, "timestamp": 1_790_000_000_000}, RejectReason.INVALID_TIMESTAMP,
-         "milliseconds"),
+        (
+            {k: v for k, v in VALID.items() if k != "client_id"},
+            RejectReason.MISSING_FIELD,
+            "client_id",
+        ),
+        ({**VALID, "timestamp": 1_790_000_000_000}, RejectReason.INVALID_TIMESTAMP, "milliseconds"),
         ({**VALID, "timestamp": "2026-09-21 22:13"}, RejectReason.INVALID_TIMESTAMP, "UTC offset"),
         ({**VALID, "timestamp": True}, RejectReason.INVALID_TIMESTAMP, "boolean"),
         ({**VALID, "features": ["1"]}, RejectReason.INVALID_FIELD, "features[0]"),
@@ -82,13 +84,18 @@ def test_contract_breaches_become_dead_letters(
     raw = value if isinstance(value, bytes) else json.dumps(value).encode()
     assert dead.original == raw
     assert (dead.key, dead.source_topic, dead.source_partition, dead.source_offset) == (
-        b"k", "t", 2, 7
+        b"k",
+        "t",
+        2,
+        7,
     )
 
 
 def test_nan_and_infinity_are_refused() -> None:
-    _, rejects = decode_one(b'{"event_id":"e","timestamp":1.8e9,"model_id":"m","model_version":'
-                            b'"1","client_id":"c","prediction":1,"features":[NaN, Infinity]}')
+    _, rejects = decode_one(
+        b'{"event_id":"e","timestamp":1.8e9,"model_id":"m","model_version":'
+        b'"1","client_id":"c","prediction":1,"features":[NaN, Infinity]}'
+    )
     assert rejects[0].reason is RejectReason.INVALID_FIELD
 
 
@@ -100,8 +107,9 @@ def test_oversized_records_are_refused_before_parsing() -> None:
 
 
 def test_batch_keeps_input_order_on_both_sides() -> None:
-    values = [json.dumps({**VALID, "event_id": f"e{i}"}).encode() if i % 3 else b"bad"
-              for i in range(9)]
+    values = [
+        json.dumps({**VALID, "event_id": f"e{i}"}).encode() if i % 3 else b"bad" for i in range(9)
+    ]
     decoded = decode_batch(RawMessage(v, offset=i) for i, v in enumerate(values))
     assert [r.event_id for r in decoded.records] == ["e1", "e2", "e4", "e5", "e7", "e8"]
     assert [d.source_offset for d in decoded.rejects] == [0, 3, 6]
@@ -115,15 +123,24 @@ def test_dead_letter_headers_round_trip() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=6,
 )
 near_valid = st.fixed_dictionaries(
     {},
-    optional={name: json_values | st.just(value) for name, value in {
-        **VALID, "features": [1.0], "probabilities": {"a": 0.5}, "latency_ms": 1,
-        "attributes": {"route": "/"}, "input_hash": "h"}.items()},
+    optional={
+        name: json_values | st.just(value)
+        for name, value in {
+            **VALID,
+            "features": [1.0],
+            "probabilities": {"a": 0.5},
+            "latency_ms": 1,
+            "attributes": {"route": "/"},
+            "input_hash": "h",
+        }.items()
+    },
 )
 
 
@@ -133,7 +150,8 @@ def test_arbitrary_bytes_never_crash_and_nothing_is_lost(value: bytes) -> None:
     decoded = decode_batch([RawMessage(value)])
     assert len(decoded.records) + len(decoded.rejects) == 1
     for dead in decoded.rejects:
-        assert dead.original == value and dead.detail
+        assert dead.original == value
+        assert dead.detail
 
 
 # Generation of nested JSON is slow on a loaded 2-core machine; the inputs are still small.
