@@ -25,10 +25,11 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaProducer
 
 from mlwarden.streams.broker import EmbeddedBroker
 from mlwarden.streams.decode import RawMessage, decode_batch
+from mlwarden.streams.lag import consumer_lag
 from mlwarden.streams.processes import stop_process_group
 from mlwarden.streams.settings import KafkaSettings
 from mlwarden.streams.topics import ensure_topics
@@ -97,11 +98,6 @@ async def raw_consume(bootstrap: str, topic: str, records: int) -> float:
         await consumer.stop()
 
 
-def committed(admin: KafkaAdminClient, topic: str) -> int:
-    offsets = admin.list_consumer_group_offsets(GROUP)
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
-
-
 def worker_rate(bootstrap: str, topic: str, records: int, workdir: Path) -> tuple[float, int]:
     env = {
         **os.environ,
@@ -121,14 +117,13 @@ def worker_rate(bootstrap: str, topic: str, records: int, workdir: Path) -> tupl
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         first: tuple[float, int] | None = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if worker.poll() is not None:
                 raise SystemExit(f"worker died; see {workdir / 'worker.log'}")
-            done = committed(admin, topic)
+            done = records - sum(consumer_lag(bootstrap, GROUP, topic).values())
             now = time.perf_counter()
             if done and first is None:
                 first = (now, done)
@@ -137,7 +132,6 @@ def worker_rate(bootstrap: str, topic: str, records: int, workdir: Path) -> tupl
             time.sleep(0.05)
         raise SystemExit("worker did not finish within 600 s")
     finally:
-        admin.close()
         stop_process_group(worker)
 
 

@@ -20,6 +20,7 @@ from mode import BaseSignalT
 from mlwarden.detectors.registry import build_pipeline
 from mlwarden.playbooks.engine import PlaybookEngine
 from mlwarden.playbooks.loader import load_playbooks
+from mlwarden.playbooks.shipped import library_dir
 from mlwarden.responders.page import ConsolePager, Pager
 from mlwarden.schemas.alert import Alert
 from mlwarden.streams.decode import RawMessage, decode_batch
@@ -81,24 +82,24 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
             name="detector-state",
             beacon=app.tables.beacon,
             partitions=kafka.partitions,
-            key_serializer="json",
-            value_serializer="json",
             help="Per-partition detector snapshots (changelog-backed).",
         )
     )
     incidents = app.Table(
         "incidents",
         partitions=kafka.partitions,
-        key_serializer="json",
-        value_serializer="json",
         help="Playbook step states per incident: what already ran is never run again.",
     )
 
     pipelines = PartitionedPipelines(
-        lambda: build_pipeline(settings.detectors), cast(MutableMapping[int, Any], detector_state)
+        lambda: build_pipeline(settings.detectors),
+        cast(MutableMapping[int, Any], detector_state),
+        # Snapshots as often as offsets are committed: a restart replays at most about one
+        # interval of events onto a snapshot that is at most one interval old.
+        checkpoint_interval_s=worker.commit_interval_s,
     )
     engine = PlaybookEngine(
-        load_playbooks(settings.playbooks.path),
+        load_playbooks(settings.playbooks.path or library_dir()),
         pager or ConsolePager(),
         incidents,
         clock=lambda: datetime.now(UTC),

@@ -77,7 +77,8 @@ def explain(value: bytes, errors: Sequence[ErrorDetails]) -> tuple[RejectReason,
     if first["type"] == "model_type":
         return RejectReason.NOT_AN_OBJECT, "a telemetry record must be a JSON object"
     detail = "; ".join(
-        f"{_field_path(error['loc'])}: {error['msg']}" for error in errors[:_MAX_DETAIL_ERRORS]
+        f"{_field_path(error['loc'])}: {error['msg'].removeprefix('Value error, ')}"
+        for error in errors[:_MAX_DETAIL_ERRORS]
     )
     if len(errors) > _MAX_DETAIL_ERRORS:
         detail += f"; and {len(errors) - _MAX_DETAIL_ERRORS} more"
