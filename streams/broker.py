@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import IO, Self
 
 from mlwarden.schemas.errors import BrokerError
-from mlwarden.streams.processes import stop_process_group
+from mlwarden.streams.processes import start_process_group, stop_process_group
 
 _READY_TIMEOUT_S = 20.0
 
@@ -96,13 +96,8 @@ class EmbeddedBroker:
             os.close(handle)
             self._log_path = Path(name)
         self._log_file = self._log_path.open("ab")
-        self._process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self._env},
-            start_new_session=True,  # its own process group: stop() takes every child with it
+        self._process = start_process_group(
+            command, env={**os.environ, **self._env}, log=self._log_file
         )
         self._wait_until_ready()
         return self

@@ -7,6 +7,7 @@ alerts and actions topics. Everything it started is stopped on exit, Ctrl-C or S
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,12 +20,13 @@ from types import FrameType
 
 from kafka import KafkaConsumer
 from rich.console import Console
+from rich.markup import escape
 
 from mlwarden.schemas.action import ActionRecord, StepState
 from mlwarden.schemas.alert import Alert
 from mlwarden.streams.broker import EmbeddedBroker
 from mlwarden.streams.demo_traffic import ABUSER_ID, TrafficPlan, generate
-from mlwarden.streams.processes import stop_process_group
+from mlwarden.streams.processes import start_process_group, stop_process_group
 from mlwarden.streams.publisher import TelemetryPublisher
 from mlwarden.streams.settings import KafkaSettings
 from mlwarden.streams.topics import ensure_topics
@@ -37,20 +39,22 @@ def run_demo(duration_s: float, seed: int, console: Console) -> int:
     """Run the demo; 0 when the abusive client was alerted on and paged, else 1."""
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="mlwarden-demo-"))
-    stop_traffic = threading.Event()
-    worker: subprocess.Popen[bytes] | None = None
+    paged = False
     try:
-        console.print("[bold]mlwarden demo[/bold] — starting the embedded Kafka broker (Tansu)…")
-        with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
+        with contextlib.ExitStack() as running:  # unwinds last-started first: worker, then broker
+            console.print("[bold]mlwarden demo[/bold]: starting the embedded Kafka broker (Tansu)")
+            broker = running.enter_context(EmbeddedBroker(log_path=workdir / "broker.log"))
             kafka = KafkaSettings(bootstrap=broker.bootstrap, partitions=4)
             ensure_topics(kafka)
             worker = _start_worker(broker.bootstrap, workdir)
+            running.callback(_stop_quietly, worker, console)
             console.print(
                 f"broker {broker.bootstrap}; worker pid {worker.pid} (log {workdir / 'worker.log'})"
                 f"; demo budget {_DEMO_BUDGET['RATE_PER_MINUTE']}/min,"
                 f" burst {_DEMO_BUDGET['BURST']}"
             )
             plan = TrafficPlan()
+            stop_traffic = threading.Event()
             traffic = threading.Thread(
                 target=_publish_traffic,
                 args=(
@@ -64,23 +68,18 @@ def run_demo(duration_s: float, seed: int, console: Console) -> int:
                 daemon=True,
             )
             traffic.start()
+            running.callback(traffic.join, 10.0)
+            running.callback(stop_traffic.set)
             console.print(
                 f"publishing {duration_s:.0f}s of traffic: {plan.benign_clients} benign clients, "
                 f"and {ABUSER_ID} scraping at {plan.abuser_rate_per_s:.0f}/s after "
                 f"{plan.abuser_starts_after_s:.0f}s"
             )
-            paged = _watch(
-                kafka, worker, console, deadline=time.monotonic() + duration_s + _GRACE_S
-            )
-            stop_traffic.set()
-            traffic.join(timeout=10)
+            paged = _watch(kafka, worker, console, time.monotonic() + duration_s + _GRACE_S)
     except KeyboardInterrupt:
-        console.print("\ninterrupted: stopping the worker and the broker…")
-        paged = False
+        console.print("interrupted: the worker and the broker are stopped")
+        return 130
     finally:
-        stop_traffic.set()
-        if worker is not None:
-            stop_process_group(worker, timeout_s=15.0)
         signal.signal(signal.SIGTERM, previous_sigterm)
     if paged:
         console.print("[green]done[/green]: the scraper was detected and on-call was paged once.")
@@ -93,6 +92,21 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_quietly(worker: subprocess.Popen[bytes], console: Console) -> None:
+    """Stop the worker; a second Ctrl-C or SIGTERM meanwhile must not leave it running."""
+    previous = (
+        signal.signal(signal.SIGINT, signal.SIG_IGN),
+        signal.signal(signal.SIGTERM, signal.SIG_IGN),
+    )
+    try:
+        if worker.poll() is None:
+            console.print("stopping the worker…")
+        stop_process_group(worker, timeout_s=15.0)
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
 def _start_worker(bootstrap: str, workdir: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -103,15 +117,10 @@ def _start_worker(bootstrap: str, workdir: Path) -> subprocess.Popen[bytes]:
         "MLWARDEN_WORKER__DATA_DIR": str(workdir / "worker-data"),
         **{f"MLWARDEN_DETECTORS__QUERY_BUDGET__{k}": v for k, v in _DEMO_BUDGET.items()},
     }
-    log = (workdir / "worker.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "mlwarden.streams.cli", "worker"],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,  # Ctrl-C reaches the demo, which then stops the worker cleanly
-    )
+    with (workdir / "worker.log").open("ab") as log:
+        return start_process_group(
+            [sys.executable, "-m", "mlwarden.streams.cli", "worker"], env=env, log=log
+        )
 
 
 def _publish_traffic(
@@ -165,14 +174,20 @@ def _watch(
 
 def _show_alert(console: Console, alert: Alert) -> None:
     console.print(
-        f"[bold red]ALERT[/bold red] [{alert.severity.value}] {alert.kind.value} "
-        f"by {alert.detector}: {alert.summary} (fingerprint {alert.fingerprint[:12]})"
+        "[bold red]ALERT[/bold red] "
+        + escape(
+            f"[{alert.severity.value}] {alert.kind.value} by {alert.detector}: {alert.summary} "
+            f"(fingerprint {alert.fingerprint[:12]})"
+        )
     )
 
 
 def _show_action(console: Console, action: ActionRecord) -> bool:
-    console.print(
-        f"[cyan]STEP[/cyan] {action.playbook}#{action.step_index} {action.step_type} "
-        f"→ {action.state.value}" + (f": {action.error}" if action.error else "")
-    )
-    return action.step_type == "page" and action.state is StepState.SUCCEEDED
+    """Print a step's state change; True when it is a delivered page."""
+    detail = f": {action.error}" if action.error else ""
+    step = f"{action.playbook}#{action.step_index} {action.step_type} → {action.state.value}"
+    console.print("[cyan]STEP[/cyan] " + escape(step + detail))
+    delivered = action.step_type == "page" and action.state is StepState.SUCCEEDED
+    if delivered and "line" in action.result:
+        console.print("[bold magenta]PAGE[/bold magenta] " + escape(str(action.result["line"])))
+    return delivered
