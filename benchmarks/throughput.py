@@ -105,7 +105,7 @@ def worker_rate(bootstrap: str, topic: str, records: int, workdir: Path) -> tupl
         "MLWARDEN_KAFKA__PARTITIONS": str(PARTITIONS),
         "MLWARDEN_WORKER__APP_ID": GROUP,
         "MLWARDEN_WORKER__WEB_PORT": "0",
-        "MLWARDEN_WORKER__COMMIT_INTERVAL_S": "0.2",
+        "MLWARDEN_WORKER__COMMIT_INTERVAL_S": "1.0",
         "MLWARDEN_WORKER__DATA_DIR": str(workdir / "data"),
         "MLWARDEN_LOG_LEVEL": "WARNING",
     }

@@ -127,8 +127,12 @@ class EmbeddedBroker:
             return ""
         return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the whole process group: SIGTERM, then SIGKILL after `timeout_s`."""
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """Stop the whole process group: SIGTERM, then SIGKILL after `timeout_s`.
+
+        Tansu ignores SIGTERM while clients are connected, so the wait is short; its data is
+        either in memory (gone either way) or already written to its storage engine.
+        """
         process, self._process = self._process, None
         if process is not None:
             stop_process_group(process, timeout_s)

@@ -21,8 +21,12 @@ Delivery policy: telemetry must never slow down or break inference.
   broker for good) counts in `stats.failed` and is logged, at most once per 10 s. So does every
   record still undelivered when `close(timeout_s)` gives up.
 - Invalid records are the caller's bug: `publish_inference` raises pydantic's ValidationError.
-- Delivery is at least once: a retry after a lost acknowledgement can duplicate a record and may
-  reorder records of one partition. `event_id` is the dedup key downstream.
+- A retry after a lost acknowledgement can duplicate a record, and retries can reorder records
+  within a partition: `event_id` is the dedup key downstream.
+
+kafka-python itself logs every failed reconnect at ERROR with a traceback (every 2 s or so while
+the broker is away); model servers usually set the `kafka` logger to CRITICAL and watch `stats`
+and this module's rate-limited messages instead.
 
 Facts about kafka-python 3.0 this module is built on (read from its source, checked against
 Tansu and an unreachable port):
@@ -297,6 +301,8 @@ class TelemetryPublisher:
         """
         deadline = time.monotonic() + timeout_s
         with self._lock:
+            if self._abandon:  # closed: nothing is in flight any more
+                return self._accepted_seq == self._acked + self._failed
             target = self._accepted_seq
             while self._settled_seq < target:
                 remaining = deadline - time.monotonic()
@@ -322,15 +328,17 @@ class TelemetryPublisher:
             self._abandon = True
             self._handed_off.notify_all()
         self._thread.join()  # at most one metadata wait (_METADATA_WAIT_MS) longer
+        # kafka-python 3.0's close() raises from its own flush while records are pending, leaving
+        # the producer running, and close(timeout=0) does not wait for its network thread to stop:
+        # its sender's force_close fails the pending records (our errback counts them).
+        sender = self._producer._sender
         try:
             self._producer.close(timeout=max(0.0, deadline - time.monotonic()))
         except KafkaTimeoutError:
-            # kafka-python 3.0 raises here from its own flush and leaves the producer running;
-            # its sender's force_close fails the pending records (our errback counts them).
-            sender = self._producer._sender
             sender.force_close()
             sender.join(_FORCE_CLOSE_WAIT_S)
             self._producer.close(timeout=0)
+        sender.join(_FORCE_CLOSE_WAIT_S)
 
     def __enter__(self) -> Self:
         return self

@@ -153,12 +153,21 @@ def test_publish_inference_fills_in_event_id_and_timestamp(
 ) -> None:
     publisher = make_publisher()
     seen: list[TelemetryRecord] = []
-    monkeypatch.setattr(publisher, "publish", lambda rec: seen.append(rec) or True)
+
+    def capture(rec: TelemetryRecord) -> bool:
+        seen.append(rec)
+        return True
+
+    monkeypatch.setattr(publisher, "publish", capture)
 
     before = time.time()
     assert publisher.publish_inference(
-        model_id="m", model_version="1", client_id="c", prediction="cat",
-        features=(1, 2.5), probabilities={"cat": 0.75, "dog": 0.25},
+        model_id="m",
+        model_version="1",
+        client_id="c",
+        prediction="cat",
+        features=(1, 2.5),
+        probabilities={"cat": 0.75, "dog": 0.25},
     )
     after = time.time()
 
