@@ -7,7 +7,6 @@ response logic (STYLE.md §2), so backtest and tests run exactly the same code w
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import MutableMapping, Sequence
 from datetime import UTC, datetime
@@ -26,8 +25,6 @@ from mlwarden.schemas.alert import Alert
 from mlwarden.streams.decode import RawMessage, decode_batch
 from mlwarden.streams.partitions import PartitionedPipelines
 from mlwarden.streams.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 class PartitionSnapshotTable(faust.Table[int, Any]):

@@ -37,6 +37,9 @@ _GRACE_S = 25.0  # after the traffic: time left for a slow worker start to catch
 
 def run_demo(duration_s: float, seed: int, console: Console) -> int:
     """Run the demo; 0 when the abusive client was alerted on and paged, else 1."""
+    # Ctrl-C and SIGTERM both mean "stop everything cleanly", even where SIGINT was ignored on
+    # start (a shell's background job inherits SIG_IGN, and Python then skips its handler).
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="mlwarden-demo-"))
     paged = False
@@ -80,6 +83,7 @@ def run_demo(duration_s: float, seed: int, console: Console) -> int:
         console.print("interrupted: the worker and the broker are stopped")
         return 130
     finally:
+        signal.signal(signal.SIGINT, previous_sigint)
         signal.signal(signal.SIGTERM, previous_sigterm)
     if paged:
         console.print("[green]done[/green]: the scraper was detected and on-call was paged once.")
@@ -189,5 +193,5 @@ def _show_action(console: Console, action: ActionRecord) -> bool:
     console.print("[cyan]STEP[/cyan] " + escape(step + detail))
     delivered = action.step_type == "page" and action.state is StepState.SUCCEEDED
     if delivered and "line" in action.result:
-        console.print("[bold magenta]PAGE[/bold magenta] " + escape(str(action.result["line"])))
+        console.print("[bold magenta]" + escape(str(action.result["line"])) + "[/bold magenta]")
     return delivered
