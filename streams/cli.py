@@ -62,8 +62,9 @@ def broker(
             "(memory storage: data is gone when it stops; Ctrl-C to stop)"
         )
         _wait_for_signal(lambda: embedded.running)
-    if not embedded.running:
-        console.print("broker stopped")
+        if not embedded.running:
+            console.print(f"[red]the broker exited on its own[/red]:\n{embedded.log_tail()}")
+            raise typer.Exit(1)
 
 
 def _wait_for_signal(alive: Callable[[], bool]) -> None:
@@ -74,12 +75,11 @@ def _wait_for_signal(alive: Callable[[], bool]) -> None:
         nonlocal stop
         stop = True
 
+    # Both handled explicitly: a shell's background job starts with SIGINT ignored.
     signal.signal(signal.SIGTERM, request_stop)
-    try:
-        while not stop and alive():
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
+    signal.signal(signal.SIGINT, request_stop)
+    while not stop and alive():
+        time.sleep(0.2)
 
 
 @app.command()

@@ -87,3 +87,24 @@ def test_ctrl_c_stops_worker_and_broker(tmp_path: Path) -> None:
     assert "interrupted" in rest
     assert not alive(worker_pid), "the worker outlived the demo"
     assert processes_listening_on(broker_port) == [], "the broker outlived the demo"
+
+
+def test_broker_command_prints_its_address_and_stops_on_ctrl_c() -> None:
+    from kafka import KafkaConsumer
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "mlwarden.streams.cli", "broker", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    ) as broker:
+        assert broker.stdout is not None
+        bootstrap = broker.stdout.readline().strip()
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", bootstrap), bootstrap
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        assert consumer.topics() is not None  # a real Kafka metadata round trip
+        consumer.close()
+        broker.send_signal(signal.SIGINT)
+        assert broker.wait(timeout=15) == 0
+    assert processes_listening_on(bootstrap.rsplit(":", 1)[1]) == []

@@ -1,0 +1,55 @@
+"""Every detector by its registry name: the one place config and playbooks look names up.
+
+Adding a detector = one module, one entry here, one field in `DetectorSuiteConfig`.
+The conformance suite runs over `DETECTORS`, so a new entry is tested like every other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mlwarden.detectors.base import Detector
+from mlwarden.detectors.pipeline import DetectorPipeline
+from mlwarden.detectors.query_budget import QueryBudgetConfig, QueryBudgetDetector
+
+DETECTORS: Final[Mapping[str, type[Detector]]] = MappingProxyType(
+    {cls.name: cls for cls in (QueryBudgetDetector,)}
+)
+
+
+class DetectorSuiteConfig(BaseModel):
+    """Which detectors run, and each one's configuration under its registry name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: list[str] = Field(default_factory=lambda: list(DETECTORS))
+    query_budget: QueryBudgetConfig = Field(default_factory=QueryBudgetConfig)
+
+    @field_validator("enabled")
+    @classmethod
+    def _known_names(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - set(DETECTORS))
+        if unknown:
+            raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(DETECTORS)}")
+        return names
+
+
+def create_detector(name: str, suite: DetectorSuiteConfig) -> Detector:
+    """A fresh detector `name` configured from `suite`."""
+    detector_class = DETECTORS[name]
+    config = getattr(suite, name)
+    return detector_class(config)  # type: ignore[call-arg]
+
+
+def build_pipeline(
+    suite: DetectorSuiteConfig | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> DetectorPipeline:
+    """The pipeline the worker, backtest and tests all run."""
+    suite = suite or DetectorSuiteConfig()
+    return DetectorPipeline({name: create_detector(name, suite) for name in suite.enabled}, clock)

@@ -1,0 +1,162 @@
+"""The Faust application: topics, tables and two thin agents around pure code.
+
+`detect` hands each batch of raw telemetry to `decode_batch` and the per-partition detector
+pipelines; `respond` hands each alert to the playbook engine. Neither knows any detection or
+response logic (STYLE.md §2), so backtest and tests run exactly the same code without Kafka.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import MutableMapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import faust
+from faust.types import TP, EventT
+from mode import BaseSignalT
+
+from mlwarden.detectors.registry import build_pipeline
+from mlwarden.playbooks.engine import PlaybookEngine
+from mlwarden.playbooks.loader import load_playbooks
+from mlwarden.playbooks.shipped import library_dir
+from mlwarden.responders.page import ConsolePager, Pager
+from mlwarden.schemas.alert import Alert
+from mlwarden.streams.decode import RawMessage, decode_batch
+from mlwarden.streams.partitions import PartitionedPipelines
+from mlwarden.streams.settings import Settings
+
+
+class PartitionSnapshotTable(faust.Table[int, Any]):
+    """A table keyed by partition number, whose key *is* its changelog partition.
+
+    Faust places a table write in the partition of the event being processed; a batch spans
+    events, so the partition is given explicitly instead (the key).
+    """
+
+    def partition_for_key(self, key: Any) -> int:
+        return int(key)
+
+
+def broker_url(bootstrap: str) -> str:
+    """Faust's broker URL from a Kafka bootstrap list `h1:9092,h2:9092`."""
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
+    """Build the worker application from `settings` (one app per process)."""
+    kafka, worker = settings.kafka, settings.worker
+    app = faust.App(
+        worker.app_id,
+        broker=broker_url(kafka.bootstrap),
+        store="memory://",
+        datadir=str(worker.data_dir),
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        broker_max_poll_interval=kafka.max_poll_interval_s,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=worker.commit_interval_s,
+        web_enabled=worker.web_port > 0,
+        web_port=worker.web_port or 6066,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    topics = kafka.topics
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
+
+    telemetry_topic = raw_topic(topics.telemetry)
+    dead_letter_topic = raw_topic(topics.dead_letters)
+    alerts_topic = raw_topic(topics.alerts)
+    actions_topic = raw_topic(topics.actions)
+
+    detector_state = app.tables.add(
+        PartitionSnapshotTable(
+            app,
+            name="detector-state",
+            beacon=app.tables.beacon,
+            partitions=kafka.partitions,
+            help="Per-partition detector snapshots (changelog-backed).",
+        )
+    )
+    incidents = app.Table(
+        "incidents",
+        partitions=kafka.partitions,
+        help="Playbook step states per incident: what already ran is never run again.",
+    )
+
+    pipelines = PartitionedPipelines(
+        lambda: build_pipeline(settings.detectors),
+        cast(MutableMapping[int, Any], detector_state),
+        # Snapshots as often as offsets are committed: a restart replays at most about one
+        # interval of events onto a snapshot that is at most one interval old.
+        checkpoint_interval_s=worker.commit_interval_s,
+    )
+    engine = PlaybookEngine(
+        load_playbooks(settings.playbooks.path or library_dir()),
+        pager or ConsolePager(),
+        incidents,
+        clock=lambda: datetime.now(UTC),
+    )
+
+    @app.agent(telemetry_topic)
+    async def detect(stream: faust.StreamT[bytes]) -> None:
+        # take_events is on faust.Stream but missing from the StreamT protocol it is typed as.
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            worker.batch_size, within=worker.batch_wait_s
+        )
+        async for events in batches:
+            for tp, partition_events in _by_partition(events).items():
+                decoded = decode_batch(
+                    (_raw_message(tp, event) for event in partition_events),
+                    worker.max_record_bytes,
+                )
+                for dead in decoded.rejects:
+                    await dead_letter_topic.send(
+                        key=dead.key, value=dead.original, headers=dead.headers()
+                    )
+                for alert in pipelines.update(tp.partition, decoded.records):
+                    await alerts_topic.send(key=alert.fingerprint.encode(), value=_json(alert))
+
+    @app.agent(alerts_topic)
+    async def respond(stream: faust.StreamT[bytes]) -> None:
+        async for payload in stream:
+            alert = Alert.model_validate_json(payload)
+            for action in await engine.handle(alert):
+                await actions_topic.send(
+                    key=action.idempotency_key.encode(), value=action.model_dump_json().encode()
+                )
+
+    @app.on_partitions_revoked.connect
+    def _forget_revoked(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        revoked: set[TP] = args[0] if args else kwargs["revoked"]
+        pipelines.revoke(tp.partition for tp in revoked if tp.topic == topics.telemetry)
+
+    return app
+
+
+def _by_partition(events: Sequence[EventT[bytes]]) -> dict[TP, list[EventT[bytes]]]:
+    grouped: dict[TP, list[EventT[bytes]]] = defaultdict(list)
+    for event in events:
+        grouped[event.message.tp].append(event)
+    return grouped
+
+
+def _raw_message(tp: TP, event: EventT[bytes]) -> RawMessage:
+    message = event.message
+    return RawMessage(
+        value=message.value or b"",  # a tombstone (null value) is dead-lettered as empty
+        key=message.key,
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=message.offset,
+    )
+
+
+def _json(alert: Alert) -> bytes:
+    return alert.model_dump_json().encode()

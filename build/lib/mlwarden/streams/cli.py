@@ -1,0 +1,200 @@
+"""The `mlwarden` command line: one entry point, one small function per command.
+
+Commands parse arguments and print; the work lives in the modules they call.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
+
+from mlwarden.schemas.errors import MlwardenError
+from mlwarden.streams.settings import Settings
+
+app = typer.Typer(
+    name="mlwarden",
+    help="Detect attacks on ML inference services and run the response playbooks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+schema_app = typer.Typer(help="Contract JSON Schemas.", no_args_is_help=True)
+config_app = typer.Typer(help="Resolved configuration.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+app.add_typer(config_app, name="config")
+
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    """Settings from the environment, or a clear exit naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            name = "MLWARDEN_" + "__".join(str(part) for part in error["loc"]).upper()
+            console.print(f"[red]config error[/red] {name}: {error['msg']}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = 9092,
+) -> None:
+    """Run the embedded Kafka broker (Tansu, in memory) on loopback until Ctrl-C."""
+    from mlwarden.streams.broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker(port=port or None)
+    with embedded:
+        print(embedded.bootstrap, flush=True)
+        console.print(
+            f"broker ready: export MLWARDEN_KAFKA__BOOTSTRAP={embedded.bootstrap} "
+            "(memory storage: data is gone when it stops; Ctrl-C to stop)"
+        )
+        _wait_for_signal(lambda: embedded.running)
+        if not embedded.running:
+            console.print(f"[red]the broker exited on its own[/red]:\n{embedded.log_tail()}")
+            raise typer.Exit(1)
+
+
+def _wait_for_signal(alive: Callable[[], bool]) -> None:
+    """Block until Ctrl-C, SIGTERM, or `alive()` turns false."""
+    stop = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    # Both handled explicitly: a shell's background job starts with SIGINT ignored.
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    while not stop and alive():
+        time.sleep(0.2)
+
+
+@app.command()
+def worker() -> None:
+    """Consume telemetry, run the detectors, dead-letter bad records, run playbooks on alerts."""
+    from mlwarden.streams.worker import run_worker
+
+    run_worker(_settings())
+
+
+@app.command()
+def publish(
+    telemetry: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    rate: Annotated[float | None, typer.Option(min=0.001, help="Records per second.")] = None,
+) -> None:
+    """Replay a recorded JSONL telemetry file onto the telemetry topic, line for line."""
+    from mlwarden.streams.replay import replay_file
+    from mlwarden.streams.topics import ensure_topics
+
+    settings = _settings()
+    ensure_topics(settings.kafka)
+    with Progress(
+        TextColumn("publish"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as progress:
+        task = progress.add_task("publish", total=None)
+        sent = replay_file(
+            telemetry,
+            settings.kafka.bootstrap,
+            settings.kafka.topics.telemetry,
+            rate_per_s=rate,
+            on_sent=lambda n: progress.advance(task, n),
+        )
+    console.print(f"published {sent} records to {settings.kafka.topics.telemetry}")
+
+
+@app.command()
+def backtest(
+    telemetry: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    alerts_out: Annotated[
+        Path, typer.Option("--alerts-out", help="Where to write alerts (JSONL).")
+    ],
+    rejects_out: Annotated[
+        Path | None, typer.Option("--rejects-out", help="Dead letters (JSONL, base64 bytes).")
+    ] = None,
+) -> None:
+    """Run the stream path's detectors over a recorded file, in event-time order, no broker."""
+    from mlwarden.streams.backtest import run_backtest
+
+    settings = _settings()
+    started = time.perf_counter()
+    with (
+        Progress(
+            TextColumn("{task.description:>6}"),
+            BarColumn(),
+            DownloadColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+        rejects_out.open("w", encoding="utf-8") if rejects_out else nullcontext() as rejects,
+    ):
+        tasks = {
+            "read": progress.add_task("read", total=telemetry.stat().st_size),
+            "detect": progress.add_task("detect", total=None),
+        }
+        result = run_backtest(
+            telemetry,
+            settings.detectors,
+            batch_size=settings.worker.batch_size,
+            rejects_out=rejects,
+            progress=lambda phase, n: progress.advance(tasks[phase], n),
+        )
+    with alerts_out.open("w", encoding="utf-8") as out:
+        for alert in result.alerts:
+            out.write(alert.model_dump_json() + "\n")
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"{result.records} records, {result.rejected} rejected, {len(result.alerts)} alerts "
+        f"→ {alerts_out} ({result.records / max(elapsed, 1e-9):,.0f} records/s)"
+    )
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(min=5, help="Seconds of generated traffic.")] = 30.0,
+    seed: Annotated[int, typer.Option(help="Seed of the traffic generator.")] = 7,
+) -> None:
+    """Broker + worker + benign traffic + one abusive client: watch the alert and the page."""
+    from mlwarden.streams.demo import run_demo
+
+    raise typer.Exit(run_demo(duration_s=duration, seed=seed, console=Console()))
+
+
+@schema_app.command("export")
+def schema_export(directory: Annotated[Path, typer.Argument(file_okay=False)]) -> None:
+    """Write the JSON Schema of every contract into DIRECTORY."""
+    from mlwarden.schemas.export import export_schemas
+
+    for path in export_schemas(directory):
+        print(path)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the resolved settings as JSON, secrets masked."""
+    print(json.dumps(_settings().masked(), indent=2))
+
+
+def main() -> None:
+    """Entry point: mlwarden errors become one red line and exit code 1, not a traceback."""
+    try:
+        app()
+    except MlwardenError as exc:
+        console.print(f"[red]error[/red] {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

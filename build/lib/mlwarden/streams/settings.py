@@ -1,0 +1,104 @@
+"""All configuration of mlwarden, in one place: environment variables prefixed `MLWARDEN_`.
+
+Nested fields use `__`: `MLWARDEN_KAFKA__BOOTSTRAP=kafka-1:9092`,
+`MLWARDEN_DETECTORS__QUERY_BUDGET__RATE_PER_MINUTE=120`, and mappings take JSON:
+`MLWARDEN_DETECTORS__QUERY_BUDGET__MODELS='{"llm-chat": {"rate_per_minute": 30, "burst": 10}}'`.
+Nothing else in mlwarden reads the environment. Every credential is a `SecretStr`, so it prints
+as `**********` in `mlwarden config show`, logs and alerts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlwarden.detectors.registry import DetectorSuiteConfig
+from mlwarden.streams.decode import DEFAULT_MAX_RECORD_BYTES
+
+
+class TopicNames(BaseModel):
+    """Kafka topic names; change them to share one cluster between environments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    telemetry: str = "mlwarden.telemetry"
+    dead_letters: str = "mlwarden.telemetry.dlq"
+    alerts: str = "mlwarden.alerts"
+    actions: str = "mlwarden.actions"
+    controls: str = "mlwarden.controls"
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is and how the worker's consumer group behaves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port…]")
+    topics: TopicNames = Field(default_factory=TopicNames)
+    partitions: int = Field(default=8, ge=1, description="Partitions of topics mlwarden creates.")
+    replication_factor: int = Field(default=1, ge=1)
+    # Short group timeouts: a dead worker's partitions move within seconds, and the defaults
+    # (300 s max poll) make group joins hang on small brokers such as Tansu.
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    max_poll_interval_s: float = Field(default=30.0, gt=0)
+
+
+class WorkerSettings(BaseModel):
+    """The stream worker's batching and identity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: str = Field(default="mlwarden-worker", description="Consumer group and table prefix.")
+    batch_size: int = Field(default=2000, ge=1, description="Records handed to detectors at once.")
+    batch_wait_s: float = Field(default=0.2, gt=0, description="Longest wait to fill a batch.")
+    commit_interval_s: float = Field(
+        default=2.8, gt=0, description="How often consumed offsets are committed (Faust default)."
+    )
+    max_record_bytes: int = Field(default=DEFAULT_MAX_RECORD_BYTES, ge=256)
+    data_dir: Path = Field(default=Path(".mlwarden"), description="Faust's local state folder.")
+    web_port: int = Field(default=6066, ge=0, description="Faust's web server (0 = disabled).")
+
+
+class PlaybookSettings(BaseModel):
+    """Where playbooks come from; empty means the library shipped with mlwarden."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = None
+
+
+class PagingSettings(BaseModel):
+    """Credentials of paging services (used by the responders of a later release)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slack_token: SecretStr | None = None
+    pagerduty_routing_key: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Everything configurable, resolved from defaults, then `.env`, then the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLWARDEN_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    detectors: DetectorSuiteConfig = Field(default_factory=DetectorSuiteConfig)
+    playbooks: PlaybookSettings = Field(default_factory=PlaybookSettings)
+    paging: PagingSettings = Field(default_factory=PagingSettings)
+    log_level: str = "INFO"
+
+    def masked(self) -> dict[str, Any]:
+        """JSON-able view with every secret shown as `**********` (SecretStr's own mask)."""
+        shown: dict[str, Any] = json.loads(self.model_dump_json())
+        return shown
