@@ -48,6 +48,12 @@ class QueryBudgetConfig(BudgetLimits):
     """Default limits plus per-model overrides (`models: {fraud-scorer: {rate_per_minute: 60}}`)."""
 
     severity: Severity = Severity.WARNING
+    critical_factor: float = Field(
+        default=10.0,
+        gt=1.0,
+        description="An incident opening at this multiple of the budget or more is critical: "
+        "a scraper at 10x its rate needs a human now, a client slightly over it does not.",
+    )
     models: dict[str, BudgetLimits] = Field(default_factory=dict)
 
     def limits_for(self, model_id: str) -> BudgetLimits:
@@ -134,10 +140,11 @@ class QueryBudgetDetector(Detector):
         elapsed = record.timestamp - bucket.run_start
         # A burst within one second is reported per second, not as an infinite rate.
         observed_per_minute = bucket.run_count / max(elapsed, 1.0) * 60.0
+        critical = observed_per_minute >= self.config.critical_factor * limits.rate_per_minute
         return new_alert(
             detector=self.name,
             kind=self.kind,
-            severity=self.config.severity,
+            severity=Severity.CRITICAL if critical else self.config.severity,
             fingerprint=bucket.incident.fingerprint,
             record=record,
             client_id=record.client_id,

@@ -55,7 +55,7 @@ def test_demo_alerts_pages_once_and_exits_within_a_minute(tmp_path: Path) -> Non
     assert elapsed < 60
     assert result.stdout.count("ALERT") == 1
     assert (
-        result.stdout.count("PAGE [warning] abuse on model fraud-scorer client c-scraper-01") == 1
+        result.stdout.count("PAGE [critical] abuse on model fraud-scorer client c-scraper-01") == 1
     )
 
 

@@ -29,7 +29,7 @@ def detector(**config: object) -> QueryBudgetDetector:
 
 
 def test_burst_is_allowed_and_the_next_query_alerts() -> None:
-    det = detector(rate_per_minute=60, burst=10)
+    det = detector(rate_per_minute=60, burst=10, critical_factor=100)
     assert det.update(TelemetryBatch(queries("c", [0.0] * 10))) == []
     [alert] = det.update(TelemetryBatch(queries("c", [0.0])))
     assert (alert.kind, alert.severity) == (AlertKind.ABUSE, Severity.WARNING)
@@ -83,3 +83,11 @@ def test_idle_buckets_are_dropped() -> None:
     det.update(TelemetryBatch(queries("old", [0.0])))
     det.update(TelemetryBatch(queries("new", [11.0])))
     assert det.tracked_clients == 1
+
+
+def test_an_incident_far_over_budget_is_critical() -> None:
+    det = detector(rate_per_minute=60, burst=10, critical_factor=10)
+    slow = det.update(TelemetryBatch(queries("slow", [i * 0.5 for i in range(40)])))
+    fast = det.update(TelemetryBatch(queries("fast", [0.0] * 11 + [0.5] * 10)))
+    assert [a.severity for a in slow] == [Severity.WARNING]
+    assert [a.severity for a in fast] == [Severity.CRITICAL]
