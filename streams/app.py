@@ -23,19 +23,19 @@ from mlwarden.playbooks.shipped import library_dir
 from mlwarden.responders.page import ConsolePager, Pager
 from mlwarden.schemas.alert import Alert
 from mlwarden.streams.decode import RawMessage, decode_batch
-from mlwarden.streams.partitions import PartitionedPipelines
+from mlwarden.streams.partitions import PartitionedPipelines, partition_of_key
 from mlwarden.streams.settings import Settings
 
 
-class PartitionSnapshotTable(faust.Table[int, Any]):
-    """A table keyed by partition number, whose key *is* its changelog partition.
+class PartitionSnapshotTable(faust.Table[str, Any]):
+    """Detector snapshots, whose keys name their telemetry partition (see streams/partitions).
 
     Faust places a table write in the partition of the event being processed; a batch spans
-    events, so the partition is given explicitly instead (the key).
+    events, so the changelog partition is taken from the key instead.
     """
 
     def partition_for_key(self, key: Any) -> int:
-        return int(key)
+        return partition_of_key(key)
 
 
 def broker_url(bootstrap: str) -> str:
@@ -58,6 +58,7 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
         broker_max_poll_interval=kafka.max_poll_interval_s,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=worker.commit_interval_s,
+        producer_max_batch_size=kafka.producer_batch_bytes,
         web_enabled=worker.web_port > 0,
         web_port=worker.web_port or 6066,
         key_serializer="raw",
@@ -90,7 +91,7 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
 
     pipelines = PartitionedPipelines(
         lambda: build_pipeline(settings.detectors),
-        cast(MutableMapping[int, Any], detector_state),
+        cast(MutableMapping[str, Any], detector_state),
         # Snapshots as often as offsets are committed: a restart replays at most about one
         # interval of events onto a snapshot that is at most one interval old.
         checkpoint_interval_s=worker.commit_interval_s,

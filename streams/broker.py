@@ -23,6 +23,11 @@ from mlwarden.streams.processes import start_process_group, stop_process_group
 
 _READY_TIMEOUT_S = 20.0
 
+# Tansu 0.6 answers ListOffsets(latest) with the last batch's base offset + 1, so a consumer
+# that reads "to the end" (Faust's table recovery) misses all but the first record of the last
+# batch. One record per batch makes that answer right; workers on this broker use it.
+EMBEDDED_PRODUCER_BATCH_BYTES = "1"
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (the OS picks it; races are possible but rare)."""

@@ -52,13 +52,14 @@ def broker(
     port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = 9092,
 ) -> None:
     """Run the embedded Kafka broker (Tansu, in memory) on loopback until Ctrl-C."""
-    from mlwarden.streams.broker import EmbeddedBroker
+    from mlwarden.streams.broker import EMBEDDED_PRODUCER_BATCH_BYTES, EmbeddedBroker
 
     embedded = EmbeddedBroker(port=port or None)
     with embedded:
         print(embedded.bootstrap, flush=True)
         console.print(
             f"broker ready: export MLWARDEN_KAFKA__BOOTSTRAP={embedded.bootstrap} "
+            f"MLWARDEN_KAFKA__PRODUCER_BATCH_BYTES={EMBEDDED_PRODUCER_BATCH_BYTES} "
             "(memory storage: data is gone when it stops; Ctrl-C to stop)"
         )
         _wait_for_signal(lambda: embedded.running)

@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from mlwarden.schemas.action import ActionRecord, StepState
 from mlwarden.schemas.alert import Alert
-from mlwarden.streams.broker import EmbeddedBroker
+from mlwarden.streams.broker import EMBEDDED_PRODUCER_BATCH_BYTES, EmbeddedBroker
 from mlwarden.streams.demo_traffic import ABUSER_ID, TrafficPlan, generate
 from mlwarden.streams.processes import start_process_group, stop_process_group
 from mlwarden.streams.publisher import TelemetryPublisher
@@ -116,6 +116,7 @@ def _start_worker(bootstrap: str, workdir: Path) -> subprocess.Popen[bytes]:
         **os.environ,
         "MLWARDEN_KAFKA__BOOTSTRAP": bootstrap,
         "MLWARDEN_KAFKA__PARTITIONS": "4",
+        "MLWARDEN_KAFKA__PRODUCER_BATCH_BYTES": EMBEDDED_PRODUCER_BATCH_BYTES,
         "MLWARDEN_WORKER__WEB_PORT": "0",
         "MLWARDEN_WORKER__BATCH_WAIT_S": "0.1",
         "MLWARDEN_WORKER__DATA_DIR": str(workdir / "worker-data"),

@@ -5,17 +5,53 @@ per partition sees each client's whole stream. State is saved as one snapshot pe
 at most every `checkpoint_interval_s`, so a restarted worker or the new owner of a moved
 partition resumes from the snapshot instead of relearning from scratch. Events between the last
 snapshot and the crash are replayed from Kafka where their offsets were not yet committed.
+
+A snapshot is JSON, zlib-compressed and split into chunks that each fit a Kafka message. It is
+written to alternating slots, and a small manifest naming the slot is written last, so a worker
+that dies mid-checkpoint leaves the previous snapshot whole. Table keys:
+`"<partition>"` → manifest, `"<partition>/<slot>/<chunk>"` → chunk text.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import logging
 import time
+import zlib
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from mlwarden.detectors.pipeline import DetectorPipeline
 from mlwarden.schemas.alert import Alert
 from mlwarden.schemas.telemetry import TelemetryRecord
+
+log = logging.getLogger(__name__)
+
+CHUNK_CHARS: Final = 256 * 1024  # well under Kafka's default 1 MiB message limit
+_SLOTS: Final = ("a", "b")
+
+
+def partition_of_key(key: str) -> int:
+    """The telemetry partition a snapshot table key belongs to (its changelog partition)."""
+    return int(str(key).split("/", 1)[0])
+
+
+def encode_snapshot(state: dict[str, Any]) -> list[str]:
+    """State → compressed, base64 chunks of at most CHUNK_CHARS characters."""
+    raw = json.dumps(state, separators=(",", ":"), allow_nan=False).encode()
+    blob = base64.b64encode(zlib.compress(raw, 1)).decode("ascii")
+    return [blob[start : start + CHUNK_CHARS] for start in range(0, len(blob), CHUNK_CHARS)]
+
+
+def decode_snapshot(chunks: Sequence[str]) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads(zlib.decompress(base64.b64decode("".join(chunks))))
+    return state
+
+
+def _digest(chunks: Sequence[str]) -> str:
+    return hashlib.sha256("".join(chunks).encode()).hexdigest()
 
 
 class PartitionedPipelines:
@@ -24,7 +60,7 @@ class PartitionedPipelines:
     def __init__(
         self,
         new_pipeline: Callable[[], DetectorPipeline],
-        snapshots: MutableMapping[int, Any],
+        snapshots: MutableMapping[str, Any],
         checkpoint_interval_s: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -49,10 +85,21 @@ class PartitionedPipelines:
         return alerts
 
     def checkpoint(self, partition: int) -> None:
+        """Write the partition's snapshot into the slot not in use, then switch the manifest."""
         pipeline = self._pipelines.get(partition)
-        if pipeline is not None:
-            self._snapshots[partition] = pipeline.state_dict()
-            self._last_checkpoint[partition] = self._monotonic()
+        if pipeline is None:
+            return
+        manifest = self._snapshots.get(str(partition))
+        slot = _SLOTS[1] if manifest is not None and manifest["slot"] == _SLOTS[0] else _SLOTS[0]
+        chunks = encode_snapshot(pipeline.state_dict())
+        for index, chunk in enumerate(chunks):
+            self._snapshots[f"{partition}/{slot}/{index}"] = chunk
+        self._snapshots[str(partition)] = {
+            "slot": slot,
+            "chunks": len(chunks),
+            "sha256": _digest(chunks),
+        }
+        self._last_checkpoint[partition] = self._monotonic()
 
     def revoke(self, partitions: Iterable[int]) -> None:
         """Forget partitions this worker no longer owns; their new owner restores the snapshot."""
@@ -62,7 +109,16 @@ class PartitionedPipelines:
 
     def _restore(self, partition: int) -> DetectorPipeline:
         pipeline = self._new_pipeline()
-        snapshot = self._snapshots.get(partition)
-        if snapshot is not None:
-            pipeline.load_state_dict(snapshot)
+        manifest = self._snapshots.get(str(partition))
+        if manifest is None:
+            return pipeline
+        chunks = [
+            self._snapshots.get(f"{partition}/{manifest['slot']}/{index}", "")
+            for index in range(manifest["chunks"])
+        ]
+        if _digest(chunks) != manifest["sha256"]:
+            # Only possible if the changelog lost records: relearning beats trusting garbage.
+            log.error("detector snapshot of partition %d is incomplete; starting fresh", partition)
+            return pipeline
+        pipeline.load_state_dict(decode_snapshot(chunks))
         return pipeline

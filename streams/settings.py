@@ -41,6 +41,14 @@ class KafkaSettings(BaseModel):
     topics: TopicNames = Field(default_factory=TopicNames)
     partitions: int = Field(default=8, ge=1, description="Partitions of topics mlwarden creates.")
     replication_factor: int = Field(default=1, ge=1)
+    producer_batch_bytes: int = Field(
+        default=16384,
+        ge=1,
+        description="Batch size of the worker's producer (alerts, dead letters, changelogs). "
+        "Set 1 on Tansu 0.6: it reports a partition's end as its last batch's base offset + 1, "
+        "so table recovery stops short of multi-record batches (the embedded broker paths "
+        "set this themselves).",
+    )
     # Short group timeouts: a dead worker's partitions move within seconds, and the defaults
     # (300 s max poll) make group joins hang on small brokers such as Tansu.
     session_timeout_s: float = Field(default=10.0, gt=0)

@@ -15,6 +15,7 @@ from typing import TypeVar
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from mlwarden.streams.broker import EMBEDDED_PRODUCER_BATCH_BYTES
 from mlwarden.streams.lag import consumer_lag
 from mlwarden.streams.processes import stop_process_group
 from mlwarden.streams.settings import KafkaSettings, TopicNames
@@ -39,6 +40,7 @@ def worker_env(kafka: KafkaSettings, app_id: str, data_dir: Path, **extra: str) 
         **os.environ,
         "MLWARDEN_KAFKA__BOOTSTRAP": kafka.bootstrap,
         "MLWARDEN_KAFKA__PARTITIONS": str(kafka.partitions),
+        "MLWARDEN_KAFKA__PRODUCER_BATCH_BYTES": EMBEDDED_PRODUCER_BATCH_BYTES,
         "MLWARDEN_WORKER__APP_ID": app_id,
         "MLWARDEN_WORKER__WEB_PORT": "0",
         "MLWARDEN_WORKER__COMMIT_INTERVAL_S": "0.5",

@@ -1,0 +1,109 @@
+"""Per-partition pipelines: checkpoint cadence, chunked snapshots, crash-safe slots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mlwarden.detectors.registry import DetectorSuiteConfig, build_pipeline
+from mlwarden.schemas.telemetry import TelemetryRecord
+from mlwarden.streams import partitions
+from mlwarden.streams.partitions import PartitionedPipelines, decode_snapshot, encode_snapshot
+
+T0 = 1_790_000_000.0
+SUITE = DetectorSuiteConfig.model_validate({"query_budget": {"rate_per_minute": 60, "burst": 5}})
+
+
+def records(client: str, start: float, count: int) -> list[TelemetryRecord]:
+    return [
+        TelemetryRecord(
+            event_id=f"{client}-{start}-{i}",
+            timestamp=T0 + start + i * 0.01,
+            model_id="m",
+            model_version="1",
+            client_id=client,
+            prediction=0,
+        )
+        for i in range(count)
+    ]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pipelines(store: dict[str, Any], clock: Clock) -> PartitionedPipelines:
+    return PartitionedPipelines(
+        lambda: build_pipeline(SUITE), store, checkpoint_interval_s=5.0, monotonic=clock
+    )
+
+
+def test_snapshot_codec_round_trips() -> None:
+    state = {"query_budget": {"version": 1, "buckets": [["m", "c", 1.5]], "watermark": 3.0}}
+    assert decode_snapshot(encode_snapshot(state)) == state
+
+
+def test_checkpoints_follow_the_interval_and_every_alert() -> None:
+    store: dict[str, Any] = {}
+    clock = Clock()
+    parts = pipelines(store, clock)
+    parts.update(0, records("quiet", 0, 2))
+    assert store["0"]["slot"] == "a"  # the first batch of a partition checkpoints
+    clock.now += 1
+    parts.update(0, records("quiet", 1, 2))
+    assert store["0"]["slot"] == "a"  # not yet due
+    assert len(parts.update(0, records("loud", 2, 10))) == 1
+    assert store["0"]["slot"] == "b", "an alert is checkpointed at once"
+    clock.now += 6
+    parts.update(0, records("quiet", 3, 1))
+    assert store["0"]["slot"] == "a"
+
+
+def test_a_restored_partition_continues_the_incident() -> None:
+    store: dict[str, Any] = {}
+    first = pipelines(store, Clock())
+    assert len(first.update(3, records("loud", 0, 10))) == 1
+    restarted = pipelines(store, Clock())
+    assert restarted.update(3, records("loud", 0.5, 10)) == [], "same incident, no new alert"
+    fresh = pipelines({}, Clock())
+    assert len(fresh.update(3, records("loud", 0.5, 10))) == 1
+
+
+def test_large_snapshots_are_chunked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partitions, "CHUNK_CHARS", 64)
+    store: dict[str, Any] = {}
+    parts = pipelines(store, Clock())
+    for index in range(50):
+        parts.update(1, records(f"c{index}", index * 0.001, 1))
+    parts.checkpoint(1)
+    manifest = store["1"]
+    assert manifest["chunks"] > 3
+    assert all(len(store[f"1/{manifest['slot']}/{i}"]) <= 64 for i in range(manifest["chunks"]))
+    restored = pipelines(store, Clock())
+    restored.update(1, [])
+    assert restored._restore(1).state_dict() == parts._pipelines[1].state_dict()
+
+
+def test_a_crash_mid_checkpoint_leaves_the_previous_snapshot_whole() -> None:
+    store: dict[str, Any] = {}
+    parts = pipelines(store, Clock())
+    parts.update(2, records("loud", 0, 10))
+    assert store["2"]["slot"] == "a"
+    store["2/b/0"] = "half-written"  # the next checkpoint died before its manifest
+    restored = pipelines(store, Clock())
+    assert restored.update(2, records("loud", 0.5, 10)) == [], "slot a restored intact"
+
+
+def test_a_corrupted_snapshot_is_refused() -> None:
+    store: dict[str, Any] = {}
+    parts = pipelines(store, Clock())
+    parts.update(2, records("loud", 0, 10))
+    store["2/a/0"] = "garbage"
+    fresh = pipelines(store, Clock())
+    assert len(fresh.update(2, records("loud", 0.5, 10))) == 1  # started fresh, with a log line
+    assert partitions.partition_of_key("2/b/7") == 2
