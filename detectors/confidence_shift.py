@@ -1,0 +1,342 @@
+"""Confidence shift: the model became less (or oddly more) sure of itself than its baseline.
+
+Top-1 probability, entropy and the top1-top2 margin react before labels arrive: evasion
+attempts, out-of-distribution traffic and broken features all push them. Per (model_id,
+model_version) the first `baseline_size` events with probabilities give each statistic's mean
+and std; records without probabilities are skipped. Every `evaluate_every` (K) events:
+
+* FAST: z of the mean of the latest `window_size` (M) events, with the standard error of a
+  difference of two means, sigma * sqrt(1/M + 1/N): the baseline is a sample too.
+* SLOW: a two-sided CUSUM over the block means of the last K events, standardised by
+  sigma / sqrt(K). Block means rather than single events because top-1 probabilities are
+  bounded and skewed: on skewed single events a CUSUM alarms several times sooner than
+  the Gaussian formula says, on means of K it stays close to it (both tested). k and h come
+  from `drift_stats.block_cusum` (k: half of `cusum_shift_sigmas`; h: Siegmund, guarded
+  against the baseline's own estimation error).
+
+Both paths for three statistics are six alarm sources sharing one false-alarm budget
+(`expected_run_length_events`, split evenly; see `drift_stats`). One incident per version,
+closed after `close_after` clean evaluations. CUSUM sums stop at h + 4k: a long shift would
+otherwise pile up a sum that takes hours to drain, keeping the incident open long after the
+shift ended; capped, they fall below h a few evaluations after it ends.
+
+When a new version's baseline freezes, its means are compared with the previous version's
+(same z limit): top-1 or margin lower, or entropy higher, by at least
+`rollout_min_effect_sigmas` is one critical regression alert (`rollout_checks`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from mlwarden.detectors.base import incident_fingerprint, new_alert
+from mlwarden.detectors.columns import confidence, probability_vector
+from mlwarden.detectors.drift_stats import (
+    RunningMoments,
+    Summary,
+    block_cusum,
+    sig,
+    two_sided_z,
+)
+from mlwarden.detectors.rollout_checks import confidence_regression, rollout_alert
+from mlwarden.detectors.versioned_drift import (
+    SAMPLE_IDS,
+    Incident,
+    VersionedDriftDetector,
+    WindowedDriftConfig,
+    still_open,
+)
+from mlwarden.schemas.alert import Alert, AlertKind
+from mlwarden.schemas.telemetry import TelemetryRecord
+
+STATISTICS = ("top1", "entropy", "margin")
+_WORSE = (-1.0, 1.0, -1.0)  # the direction in which each statistic means a worse model
+_SOURCES = 2 * len(STATISTICS)
+_CAP_KS = 4.0  # CUSUM sums stop at h + _CAP_KS * k: below h ~4 evaluations after a shift ends
+
+
+class ConfidenceShiftConfig(WindowedDriftConfig):
+    """Windowed drift settings plus the slow path's target shift and a floor on baseline std."""
+
+    cusum_shift_sigmas: float = Field(
+        default=0.15, gt=0, description="Per-event mean shift (baseline stds) the CUSUM targets."
+    )
+    min_std: float = Field(
+        default=0.01, gt=0, description="Floor on a baseline std (a one-hot model has std 0)."
+    )
+    rollout_min_effect_sigmas: float = Field(
+        default=0.1, ge=0, description="Smallest rollout change (previous stds) reported."
+    )
+
+    @model_validator(mode="after")
+    def _cusum_is_calibratable(self) -> Self:
+        try:
+            cusum_parameters(self)
+        except ValueError as error:
+            raise ValueError(f"{error} (raise cusum_shift_sigmas or baseline_size)") from None
+        return self
+
+
+def cusum_parameters(config: ConfidenceShiftConfig) -> tuple[float, float, float]:
+    """(k, h, guard) of each one-sided CUSUM, in standard units of a block mean."""
+    return block_cusum(
+        shift_sigmas=config.cusum_shift_sigmas,
+        block=config.evaluate_every,
+        baseline_size=config.baseline_size,
+        # Two sides of each of the three CUSUMs: each side gets 1/(2 * _SOURCES) of the rate.
+        run_length_events=2 * _SOURCES * config.expected_run_length_events,
+    )
+
+
+@dataclass(slots=True)
+class _Version:
+    last_ts: float
+    blocks: deque[list[float]]
+    moments: list[RunningMoments] = field(
+        default_factory=lambda: [RunningMoments() for _ in STATISTICS]
+    )
+    reference: Summary | None = None
+    block: list[float] = field(default_factory=lambda: [0.0] * len(STATISTICS))
+    seen: int = 0
+    upper: list[float] = field(default_factory=lambda: [0.0] * len(STATISTICS))
+    lower: list[float] = field(default_factory=lambda: [0.0] * len(STATISTICS))
+    incident: Incident | None = None
+    recent_ids: deque[str] = field(default_factory=lambda: deque(maxlen=SAMPLE_IDS))
+
+
+_DESCRIPTION = {"top1": "top-1 probability", "entropy": "entropy", "margin": "top1-top2 margin"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Alarm:
+    statistic: int
+    path: str  # "fast" (window z) or "slow" (CUSUM)
+    value: float  # signed: z, or +upper / -lower CUSUM sum
+    threshold: float
+
+    @property
+    def ratio(self) -> float:
+        return abs(self.value) / self.threshold
+
+
+class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
+    """Alerts once per incident when a version's confidence statistics leave their baseline."""
+
+    name: ClassVar[str] = "confidence_shift"
+    kind: ClassVar[AlertKind] = AlertKind.CONFIDENCE_SHIFT
+    config_model: ClassVar[type[BaseModel]] = ConfidenceShiftConfig
+
+    def __init__(self, config: ConfidenceShiftConfig | None = None) -> None:
+        self.config = config or ConfidenceShiftConfig()
+        self.z_limit = two_sided_z(self.config.alpha(_SOURCES))
+        self.cusum_k, self.cusum_h, self.cusum_guard = cusum_parameters(self.config)
+        self._root_k = math.sqrt(self.config.evaluate_every)
+        super().__init__(self.config.idle_seconds)
+
+    def _new_state(self, timestamp: float) -> _Version:
+        return _Version(last_ts=timestamp, blocks=deque(maxlen=self.config.blocks))
+
+    def _observe(self, record: TelemetryRecord) -> Alert | None:
+        probabilities = probability_vector(record)
+        if probabilities is None:
+            return None
+        config = self.config
+        c = confidence(probabilities)
+        state = self._state_of(record)
+        state.recent_ids.append(record.event_id)
+        if state.reference is None:
+            for moments, value in zip(state.moments, (c.top1, c.entropy, c.margin), strict=True):
+                moments.add(value)
+            if state.moments[0].count < config.baseline_size:
+                return None
+            state.reference = Summary(
+                config.baseline_size,
+                tuple(m.mean for m in state.moments),
+                tuple(max(m.std, config.min_std) for m in state.moments),
+            )
+            state.moments = []
+            previous = self._history.freeze(
+                record.model_id, record.model_version, state.reference, record.timestamp
+            )
+            if previous is None or not config.rollout_check:
+                return None
+            return self._compare_rollout(record, state, *previous)
+        block = state.block
+        block[0] += c.top1
+        block[1] += c.entropy
+        block[2] += c.margin
+        state.seen += 1
+        if state.seen % config.evaluate_every:
+            return None
+        return self._evaluate(record, state)
+
+    def _evaluate(self, record: TelemetryRecord, state: _Version) -> Alert | None:
+        config, reference = self.config, state.reference
+        assert reference is not None
+        k, h = self.cusum_k, self.cusum_h
+        cap = h + _CAP_KS * k
+        per_event = config.evaluate_every
+        for i in range(len(STATISTICS)):
+            x = (state.block[i] / per_event - reference.mean[i]) / reference.std[i] * self._root_k
+            state.upper[i] = min(cap, max(0.0, state.upper[i] + x - k))
+            state.lower[i] = min(cap, max(0.0, state.lower[i] - x - k))
+        state.blocks.append(state.block)
+        state.block = [0.0] * len(STATISTICS)
+        alarms: list[_Alarm] = []
+        for i in range(len(STATISTICS)):
+            if len(state.blocks) == config.blocks:
+                z = self._window_z(state, reference, i)[1]
+                if abs(z) > self.z_limit:
+                    alarms.append(_Alarm(i, "fast", z, self.z_limit))
+            if state.upper[i] > h:
+                alarms.append(_Alarm(i, "slow", state.upper[i], h))
+            if state.lower[i] > h:
+                alarms.append(_Alarm(i, "slow", -state.lower[i], h))
+        if state.incident is not None:
+            state.incident = still_open(state.incident, bool(alarms), config.close_after)
+            return None
+        if not alarms:
+            return None
+        fingerprint = incident_fingerprint(
+            self.name, record.model_id, record.model_version, record.event_id
+        )
+        state.incident = Incident(fingerprint, record.timestamp)
+        return self._alert(record, state, reference, alarms, fingerprint)
+
+    def _window_z(self, state: _Version, reference: Summary, i: int) -> tuple[float, float]:
+        """(mean, z) of statistic `i` over the blocks in the window, against the baseline."""
+        events = len(state.blocks) * self.config.evaluate_every
+        mean = sum(block[i] for block in state.blocks) / events
+        standard_error = reference.std[i] * math.sqrt(1.0 / events + 1.0 / reference.count)
+        return mean, (mean - reference.mean[i]) / standard_error
+
+    def _alert(
+        self,
+        record: TelemetryRecord,
+        state: _Version,
+        reference: Summary,
+        alarms: list[_Alarm],
+        fingerprint: str,
+    ) -> Alert:
+        main = max(alarms, key=lambda a: (a.ratio, -a.statistic))
+        statistics: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(STATISTICS):
+            mean, z = self._window_z(state, reference, i)
+            statistics[name] = {
+                "baseline_mean": sig(reference.mean[i]),
+                "baseline_std": sig(reference.std[i]),
+                "window_mean": sig(mean),
+                "z": sig(z, 4),
+                "cusum_upper": sig(state.upper[i], 4),
+                "cusum_lower": sig(state.lower[i], 4),
+            }
+        name = STATISTICS[main.statistic]
+        row = statistics[name]
+        events = len(state.blocks) * self.config.evaluate_every
+        how = (
+            f"z={main.value:+.1f} beyond +/-{main.threshold:.2f}"
+            if main.path == "fast"
+            else f"CUSUM {abs(main.value):.1f} over {main.threshold:.1f}"
+        )
+        return new_alert(
+            detector=self.name,
+            kind=self.kind,
+            severity=self.config.severity,
+            fingerprint=fingerprint,
+            record=record,
+            client_id=None,
+            score=sig(abs(main.value)),
+            threshold=sig(main.threshold),
+            summary=(
+                f"mean {_DESCRIPTION[name]} of {record.model_id} v{record.model_version} moved "
+                f"from {row['baseline_mean']:.3f} to {row['window_mean']:.3f} over the last "
+                f"{events} predictions ({main.path} path: {how})"
+            ),
+            evidence={
+                "statistic": name,
+                "path": main.path,
+                **row,
+                "threshold": sig(main.threshold),
+                "z_threshold": sig(self.z_limit),
+                "cusum_threshold": sig(self.cusum_h),
+                "cusum_k": sig(self.cusum_k),
+                "window_events": events,
+                "baseline_size": reference.count,
+                "alarms": [
+                    {
+                        "statistic": STATISTICS[a.statistic],
+                        "path": a.path,
+                        "value": sig(a.value, 4),
+                        "threshold": sig(a.threshold, 4),
+                    }
+                    for a in alarms
+                ],
+                "statistics": statistics,
+                "sample_event_ids": list(state.recent_ids),
+            },
+            labels={"statistic": name, "path": main.path},
+        )
+
+    def _compare_rollout(
+        self, record: TelemetryRecord, state: _Version, previous_version: str, previous: Summary
+    ) -> Alert | None:
+        """The new version's baseline against its predecessor's, at the fast path's z limit."""
+        assert state.reference is not None
+        regression = confidence_regression(
+            previous,
+            state.reference,
+            names=STATISTICS,
+            worse=_WORSE,
+            z_limit=self.z_limit,
+            min_effect_sigmas=self.config.rollout_min_effect_sigmas,
+        )
+        if regression is None:
+            return None
+        return rollout_alert(
+            detector=self.name,
+            severity=self.config.rollout_severity,
+            record=record,
+            previous_version=previous_version,
+            regression=regression,
+            sample_event_ids=list(state.recent_ids),
+        )
+
+    def _encode_state(self, state: _Version) -> list[Any]:
+        return [
+            state.last_ts,
+            [m.encode() for m in state.moments],
+            None if state.reference is None else state.reference.encode(),
+            state.block,
+            list(state.blocks),
+            state.seen,
+            state.upper,
+            state.lower,
+            None if state.incident is None else state.incident.encode(),
+            list(state.recent_ids),
+        ]
+
+    def _decode_state(self, raw: list[Any]) -> _Version:
+        last_ts, moments, reference, block, blocks, seen, upper, lower, incident, ids = raw
+        return _Version(
+            last_ts=float(last_ts),
+            blocks=deque((list(b) for b in blocks), maxlen=self.config.blocks),
+            moments=[RunningMoments.decode(m) for m in moments],
+            reference=None if reference is None else Summary.decode(reference),
+            block=list(block),
+            seen=int(seen),
+            upper=list(upper),
+            lower=list(lower),
+            incident=Incident.decode(incident),
+            recent_ids=deque(ids, maxlen=SAMPLE_IDS),
+        )
+
+    def _encode_baseline(self, baseline: Summary) -> Any:
+        return baseline.encode()
+
+    def _decode_baseline(self, raw: Any) -> Summary:
+        return Summary.decode(raw)

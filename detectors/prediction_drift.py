@@ -1,0 +1,245 @@
+"""Prediction drift: the mix of predicted classes moved away from the version's baseline.
+
+A fraud model that suddenly calls 25% of traffic fraud instead of 10% is either facing new
+traffic (an attack, a broken upstream feature) or broken itself; either way someone should
+look. Per (model_id, model_version), the first `baseline_size` predictions are the reference;
+every `evaluate_every` events the latest `window_size` predictions are tested against it with a
+chi-square homogeneity test (`drift_stats.chi_square_homogeneity`: rare and unseen classes
+pooled), at the level alpha = evaluate_every / expected_run_length_events. One test per
+evaluation, so no multiple-testing correction; overlapping windows make the realised run
+length between incidents longer than configured (see `drift_stats`). PSI is reported as an
+effect size a human can compare across models.
+
+Only `prediction` is needed. When a new version freezes its baseline, it is compared with the
+previous version's by the same test at the same alpha: a rollout that changed the class mix
+(and by at least `rollout_min_psi`) is reported once as a critical regression.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from mlwarden.detectors.base import incident_fingerprint, new_alert
+from mlwarden.detectors.columns import predicted_label
+from mlwarden.detectors.drift_stats import (
+    ChiSquare,
+    chi_square_homogeneity,
+    chi_square_limit,
+    psi,
+    sig,
+)
+from mlwarden.detectors.rollout_checks import class_mix_regression, class_shares, rollout_alert
+from mlwarden.detectors.versioned_drift import (
+    SAMPLE_IDS,
+    Incident,
+    VersionedDriftDetector,
+    WindowedDriftConfig,
+    still_open,
+)
+from mlwarden.schemas.alert import Alert, AlertKind
+from mlwarden.schemas.telemetry import TelemetryRecord
+
+UNSEEN = "<unseen>"
+"""Where labels outside a version's baseline (or beyond `max_classes`) are counted."""
+
+
+Counts = dict[str, int]
+
+
+class PredictionDriftConfig(WindowedDriftConfig):
+    """Windowed drift settings plus the chi-square's pooling rule and the class cap."""
+
+    min_expected_count: float = Field(
+        default=5.0, gt=0, description="Classes expected fewer times than this are pooled."
+    )
+    max_classes: int = Field(
+        default=256, ge=2, description="Distinct labels a baseline keeps; the rest are pooled."
+    )
+    rollout_min_psi: float = Field(
+        default=0.05, ge=0, description="Smallest class-mix change (PSI) a rollout reports."
+    )
+
+
+@dataclass(slots=True)
+class _Version:
+    last_ts: float
+    blocks: deque[Counts]
+    baseline: Counts = field(default_factory=dict)
+    learned: int = 0
+    block: Counts = field(default_factory=dict)
+    window: Counts = field(default_factory=dict)  # sum of `blocks`
+    seen: int = 0  # events since the baseline froze
+    incident: Incident | None = None
+    recent_ids: deque[str] = field(default_factory=lambda: deque(maxlen=SAMPLE_IDS))
+
+
+def _add(target: Counts, counts: Mapping[str, int], sign: int) -> None:
+    for label, count in counts.items():
+        total = target.get(label, 0) + sign * count
+        if total:
+            target[label] = total
+        else:
+            del target[label]
+
+
+class PredictionDriftDetector(VersionedDriftDetector[_Version, Counts]):
+    """Alerts once per incident when a version's predicted-class mix leaves its baseline."""
+
+    name: ClassVar[str] = "prediction_drift"
+    kind: ClassVar[AlertKind] = AlertKind.DRIFT
+    config_model: ClassVar[type[BaseModel]] = PredictionDriftConfig
+
+    def __init__(self, config: PredictionDriftConfig | None = None) -> None:
+        self.config = config or PredictionDriftConfig()
+        self.alpha = self.config.alpha()
+        super().__init__(self.config.idle_seconds)
+
+    def _new_state(self, timestamp: float) -> _Version:
+        return _Version(last_ts=timestamp, blocks=deque(maxlen=self.config.blocks))
+
+    def _observe(self, record: TelemetryRecord) -> Alert | None:
+        config = self.config
+        state = self._state_of(record)
+        state.recent_ids.append(record.event_id)
+        label = predicted_label(record)
+        if state.learned < config.baseline_size:
+            if label not in state.baseline and len(state.baseline) >= config.max_classes:
+                label = UNSEEN
+            state.baseline[label] = state.baseline.get(label, 0) + 1
+            state.learned += 1
+            if state.learned < config.baseline_size:
+                return None
+            previous = self._history.freeze(
+                record.model_id, record.model_version, state.baseline, record.timestamp
+            )
+            if previous is None or not config.rollout_check:
+                return None
+            return self._compare_rollout(record, state, *previous)
+        if label not in state.baseline:
+            label = UNSEEN
+        state.block[label] = state.block.get(label, 0) + 1
+        state.seen += 1
+        if state.seen % config.evaluate_every:
+            return None
+        return self._evaluate(record, state)
+
+    def _evaluate(self, record: TelemetryRecord, state: _Version) -> Alert | None:
+        if len(state.blocks) == state.blocks.maxlen:
+            _add(state.window, state.blocks[0], -1)
+        state.blocks.append(state.block)
+        _add(state.window, state.block, 1)
+        state.block = {}
+        if len(state.blocks) < self.config.blocks:
+            return None
+        test = chi_square_homogeneity(state.baseline, state.window, self.config.min_expected_count)
+        alarming = test.p_value < self.alpha
+        if state.incident is not None:
+            state.incident = still_open(state.incident, alarming, self.config.close_after)
+            return None
+        if not alarming:
+            return None
+        fingerprint = incident_fingerprint(
+            self.name, record.model_id, record.model_version, record.event_id
+        )
+        state.incident = Incident(fingerprint, record.timestamp)
+        shares = class_shares(state.baseline, state.window, ("baseline_share", "window_share"))
+        top = shares[0]
+        stability = psi(state.baseline, state.window)
+        return new_alert(
+            detector=self.name,
+            kind=self.kind,
+            severity=self.config.severity,
+            fingerprint=fingerprint,
+            record=record,
+            client_id=None,
+            score=sig(test.statistic),
+            threshold=sig(chi_square_limit(self.alpha, test.dof)),
+            summary=(
+                f"predicted classes of {record.model_id} v{record.model_version} moved from "
+                f"its baseline: class {top['class']!r} {top['baseline_share']:.1%} -> "
+                f"{top['window_share']:.1%} over the last {self.config.window_size} predictions "
+                f"(chi-square {test.statistic:.1f} on {test.dof} dof, p={test.p_value:.2g} "
+                f"< {self.alpha:.2g}; PSI {stability:.3f})"
+            ),
+            evidence={
+                "statistic": "predicted_class_distribution",
+                **self._test_evidence(test, stability),
+                "baseline_size": self.config.baseline_size,
+                "window_size": self.config.window_size,
+                "classes": shares,
+                "sample_event_ids": list(state.recent_ids),
+            },
+        )
+
+    def _compare_rollout(
+        self, record: TelemetryRecord, state: _Version, previous_version: str, previous: Counts
+    ) -> Alert | None:
+        """The new version's baseline against its predecessor's: same test, same alpha."""
+        regression = class_mix_regression(
+            previous,
+            state.baseline,
+            alpha=self.alpha,
+            min_expected=self.config.min_expected_count,
+            min_psi=self.config.rollout_min_psi,
+        )
+        if regression is None:
+            return None
+        return rollout_alert(
+            detector=self.name,
+            severity=self.config.rollout_severity,
+            record=record,
+            previous_version=previous_version,
+            regression=regression,
+            sample_event_ids=list(state.recent_ids),
+        )
+
+    def _test_evidence(self, test: ChiSquare, stability: float) -> dict[str, Any]:
+        return {
+            "test": "chi_square_homogeneity",
+            "chi_square": sig(test.statistic),
+            "dof": test.dof,
+            "pooled_cells": test.cells,
+            "p_value": sig(test.p_value, 4),
+            "alpha": sig(self.alpha, 4),
+            "critical_value": sig(chi_square_limit(self.alpha, test.dof)),
+            "psi": sig(stability, 4),
+        }
+
+    def _encode_state(self, state: _Version) -> list[Any]:
+        return [
+            state.last_ts,
+            state.learned,
+            state.baseline,
+            state.block,
+            list(state.blocks),
+            state.seen,
+            None if state.incident is None else state.incident.encode(),
+            list(state.recent_ids),
+        ]
+
+    def _decode_state(self, raw: list[Any]) -> _Version:
+        last_ts, learned, baseline, block, blocks, seen, incident, ids = raw
+        state = _Version(
+            last_ts=float(last_ts),
+            blocks=deque((dict(b) for b in blocks), maxlen=self.config.blocks),
+            baseline=dict(baseline),
+            learned=int(learned),
+            block=dict(block),
+            seen=int(seen),
+            incident=Incident.decode(incident),
+            recent_ids=deque(ids, maxlen=SAMPLE_IDS),
+        )
+        for counts in state.blocks:
+            _add(state.window, counts, 1)
+        return state
+
+    def _encode_baseline(self, baseline: Counts) -> Any:
+        return baseline
+
+    def _decode_baseline(self, raw: Any) -> Counts:
+        return dict(raw)
