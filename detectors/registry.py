@@ -14,11 +14,16 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlwarden.detectors.base import Detector
+from mlwarden.detectors.confidence_shift import ConfidenceShiftConfig, ConfidenceShiftDetector
 from mlwarden.detectors.pipeline import DetectorPipeline
+from mlwarden.detectors.prediction_drift import PredictionDriftConfig, PredictionDriftDetector
 from mlwarden.detectors.query_budget import QueryBudgetConfig, QueryBudgetDetector
 
 DETECTORS: Final[Mapping[str, type[Detector]]] = MappingProxyType(
-    {cls.name: cls for cls in (QueryBudgetDetector,)}
+    {
+        cls.name: cls
+        for cls in (QueryBudgetDetector, PredictionDriftDetector, ConfidenceShiftDetector)
+    }
 )
 
 
@@ -29,6 +34,8 @@ class DetectorSuiteConfig(BaseModel):
 
     enabled: list[str] = Field(default_factory=lambda: list(DETECTORS))
     query_budget: QueryBudgetConfig = Field(default_factory=QueryBudgetConfig)
+    prediction_drift: PredictionDriftConfig = Field(default_factory=PredictionDriftConfig)
+    confidence_shift: ConfidenceShiftConfig = Field(default_factory=ConfidenceShiftConfig)
 
     @field_validator("enabled")
     @classmethod

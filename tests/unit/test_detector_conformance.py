@@ -47,8 +47,19 @@ def stream(seed: int, events: int = 6000, clients: int = 40) -> list[TelemetryRe
 
 
 def small_budget_suite() -> DetectorSuiteConfig:
+    # Small windows and a loose false-alarm budget, so the short suite stream exercises every
+    # detector's alerting path (the defaults are calibrated for production streams).
+    windows = {"baseline_size": 200, "window_size": 100, "evaluate_every": 20, "close_after": 2}
     return DetectorSuiteConfig.model_validate(
-        {"query_budget": {"rate_per_minute": 600, "burst": 50}}
+        {
+            "query_budget": {"rate_per_minute": 600, "burst": 50},
+            "prediction_drift": {**windows, "expected_run_length_events": 200},
+            "confidence_shift": {
+                **windows,
+                "expected_run_length_events": 50,
+                "cusum_shift_sigmas": 0.5,
+            },
+        }
     )
 
 
