@@ -14,15 +14,23 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlwarden.detectors.base import Detector
+from mlwarden.detectors.blacklight import BlacklightConfig, BlacklightDetector
 from mlwarden.detectors.confidence_shift import ConfidenceShiftConfig, ConfidenceShiftDetector
 from mlwarden.detectors.pipeline import DetectorPipeline
+from mlwarden.detectors.prada import PradaConfig, PradaDetector
 from mlwarden.detectors.prediction_drift import PredictionDriftConfig, PredictionDriftDetector
 from mlwarden.detectors.query_budget import QueryBudgetConfig, QueryBudgetDetector
 
 DETECTORS: Final[Mapping[str, type[Detector]]] = MappingProxyType(
     {
         cls.name: cls
-        for cls in (QueryBudgetDetector, PredictionDriftDetector, ConfidenceShiftDetector)
+        for cls in (
+            QueryBudgetDetector,
+            PredictionDriftDetector,
+            ConfidenceShiftDetector,
+            PradaDetector,
+            BlacklightDetector,
+        )
     }
 )
 
@@ -36,6 +44,8 @@ class DetectorSuiteConfig(BaseModel):
     query_budget: QueryBudgetConfig = Field(default_factory=QueryBudgetConfig)
     prediction_drift: PredictionDriftConfig = Field(default_factory=PredictionDriftConfig)
     confidence_shift: ConfidenceShiftConfig = Field(default_factory=ConfidenceShiftConfig)
+    prada: PradaConfig = Field(default_factory=PradaConfig)
+    blacklight: BlacklightConfig = Field(default_factory=BlacklightConfig)
 
     @field_validator("enabled")
     @classmethod

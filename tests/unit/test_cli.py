@@ -61,7 +61,7 @@ def test_backtest_reproduces_the_golden_alerts(runner: CliRunner, tmp_path: Path
     ]
     lines = (DATA / "abuse_stream.jsonl").read_bytes().splitlines()
     assert all(lines[r.source_offset - 1] == r.original for r in rejects if r.source_offset)
-    assert "716 records, 5 rejected, 1 alerts" in result.output
+    assert "716 records, 5 rejected, 2 alerts" in result.output
 
 
 def test_backtest_is_unchanged_by_the_input_order(runner: CliRunner, tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_config_show_masks_secrets_and_reads_nested_variables(runner: CliRunner)
 
 def test_a_bad_variable_is_named_in_the_error(runner: CliRunner) -> None:
     result = runner.invoke(
-        app, ["config", "show"], env={"MLWARDEN_DETECTORS__ENABLED": '["query_budget", "prada"]'}
+        app, ["config", "show"], env={"MLWARDEN_DETECTORS__ENABLED": '["query_budget", "pradaa"]'}
     )
     assert result.exit_code == 2
     assert "MLWARDEN_DETECTORS__ENABLED" in result.output
