@@ -15,7 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlwarden.detectors.base import Detector
 from mlwarden.detectors.blacklight import BlacklightConfig, BlacklightDetector
+from mlwarden.detectors.boundary_probing import BoundaryProbingConfig, BoundaryProbingDetector
+from mlwarden.detectors.class_coverage import ClassCoverageConfig, ClassCoverageDetector
 from mlwarden.detectors.confidence_shift import ConfidenceShiftConfig, ConfidenceShiftDetector
+from mlwarden.detectors.evasion_campaign import EvasionCampaignConfig, EvasionCampaignDetector
 from mlwarden.detectors.pipeline import DetectorPipeline
 from mlwarden.detectors.prada import PradaConfig, PradaDetector
 from mlwarden.detectors.prediction_drift import PredictionDriftConfig, PredictionDriftDetector
@@ -30,6 +33,9 @@ DETECTORS: Final[Mapping[str, type[Detector]]] = MappingProxyType(
             ConfidenceShiftDetector,
             PradaDetector,
             BlacklightDetector,
+            BoundaryProbingDetector,
+            ClassCoverageDetector,
+            EvasionCampaignDetector,
         )
     }
 )
@@ -46,6 +52,9 @@ class DetectorSuiteConfig(BaseModel):
     confidence_shift: ConfidenceShiftConfig = Field(default_factory=ConfidenceShiftConfig)
     prada: PradaConfig = Field(default_factory=PradaConfig)
     blacklight: BlacklightConfig = Field(default_factory=BlacklightConfig)
+    boundary_probing: BoundaryProbingConfig = Field(default_factory=BoundaryProbingConfig)
+    class_coverage: ClassCoverageConfig = Field(default_factory=ClassCoverageConfig)
+    evasion_campaign: EvasionCampaignConfig = Field(default_factory=EvasionCampaignConfig)
 
     @field_validator("enabled")
     @classmethod

@@ -61,6 +61,35 @@ def small_budget_suite() -> DetectorSuiteConfig:
             },
             # The suite's i.i.d. Gaussian queries give Shapiro W of 0.92-0.94.
             "prada": {"delta": 0.95},
+            "boundary_probing": {
+                "warmup_events": 200,
+                "null_ratio": 1.0,
+                "alt_ratio": 1.5,
+                "alpha": 0.2,
+                "beta": 0.2,
+                "quiet_seconds": 2,
+                "idle_seconds": 2,
+            },
+            "class_coverage": {
+                "window": 40,
+                "min_queries": 10,
+                "stride": 5,
+                "min_population": 10,
+                "population_memory": 100,
+                "alpha": 0.2,
+                "quiet_seconds": 2,
+                "idle_seconds": 2,
+            },
+            "evasion_campaign": {
+                "window_seconds": 2,
+                "bucket_seconds": 0.5,
+                "quiet_seconds": 2,
+                "warmup_events": 200,
+                "null_ratio": 1.0,
+                "alpha": 0.2,
+                "min_window_low": 5,
+                "min_top_share": 0.3,
+            },
         }
     )
 
