@@ -21,6 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progres
 
 from mlwarden.schemas.errors import MlwardenError
 from mlwarden.streams.settings import Settings
+from mlwarden.streams.simulation.catalogue import ScenarioName
 
 app = typer.Typer(
     name="mlwarden",
@@ -171,6 +172,39 @@ def demo(
     from mlwarden.streams.demo import run_demo
 
     raise typer.Exit(run_demo(duration_s=duration, seed=seed, console=Console()))
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[ScenarioName, typer.Argument(help="The scenario to simulate.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            dir_okay=False,
+            help="Telemetry JSONL to write; its ground truth goes next to it (X.truth.json).",
+        ),
+    ],
+    seed: Annotated[int, typer.Option(min=0, help="Same seed, same bytes.")] = 7,
+    duration: Annotated[float, typer.Option(min=10, help="Seconds of event time.")] = 3600.0,
+) -> None:
+    """Simulate benign traffic plus an attack, drift or rollout against a digits model, offline."""
+    try:
+        from mlwarden.streams.simulation.simulator import simulate as run_scenario
+        from mlwarden.streams.simulation.writer import write_simulation
+    except ModuleNotFoundError as missing:  # torch / scikit-learn are the simulator's extras
+        console.print(
+            f"[red]error[/red] the simulator needs {missing.name}: pip install 'mlwarden[simulate]'"
+        )
+        raise typer.Exit(1) from None
+
+    started = time.perf_counter()
+    with console.status(f"simulating {scenario.value} (seed {seed}, {duration:.0f} s)"):
+        written = write_simulation(run_scenario(scenario.value, seed, duration), out)
+    console.print(
+        f"{written.records} records ({written.telemetry_bytes / 1e6:.1f} MB) → {written.telemetry}"
+        f", ground truth → {written.truth} ({time.perf_counter() - started:.1f} s)"
+    )
 
 
 @schema_app.command("export")

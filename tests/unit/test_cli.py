@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from mlwarden.schemas.alert import Alert
 from mlwarden.schemas.dead_letter import DeadLetter
 from mlwarden.schemas.errors import RejectReason
+from mlwarden.schemas.telemetry import TelemetryRecord
 from mlwarden.streams.cli import app
 
 DATA = Path(__file__).parents[1] / "data"
@@ -117,3 +118,21 @@ def test_schema_export_writes_the_committed_files(runner: CliRunner, tmp_path: P
     committed = Path(__file__).parents[2] / "schemas" / "json"
     for path in committed.glob("*.json"):
         assert (tmp_path / "json" / path.name).read_text() == path.read_text()
+
+
+def test_simulate_writes_telemetry_and_its_ground_truth(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "run.jsonl"
+    result = runner.invoke(
+        app, ["simulate", "evasion", "--out", str(out), "--seed", "3", "--duration", "120"]
+    )
+    assert result.exit_code == 0, result.output
+    truth = json.loads((tmp_path / "run.truth.json").read_text())
+    assert truth["scenario"] == "evasion"
+    lines = out.read_text().splitlines()
+    assert len(lines) > 1000
+    assert all(TelemetryRecord.model_validate_json(line) for line in lines[:50])
+
+
+def test_simulate_refuses_an_unknown_scenario(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["simulate", "nope", "--out", str(tmp_path / "x.jsonl")])
+    assert result.exit_code == 2
