@@ -19,6 +19,8 @@ from mlwarden.detectors.boundary_probing import BoundaryProbingConfig, BoundaryP
 from mlwarden.detectors.class_coverage import ClassCoverageConfig, ClassCoverageDetector
 from mlwarden.detectors.confidence_shift import ConfidenceShiftConfig, ConfidenceShiftDetector
 from mlwarden.detectors.evasion_campaign import EvasionCampaignConfig, EvasionCampaignDetector
+from mlwarden.detectors.feature_drift import FeatureDriftConfig, FeatureDriftDetector
+from mlwarden.detectors.mmd_drift import MMDDriftConfig, MMDDriftDetector
 from mlwarden.detectors.pipeline import DetectorPipeline
 from mlwarden.detectors.prada import PradaConfig, PradaDetector
 from mlwarden.detectors.prediction_drift import PredictionDriftConfig, PredictionDriftDetector
@@ -36,6 +38,8 @@ DETECTORS: Final[Mapping[str, type[Detector]]] = MappingProxyType(
             BoundaryProbingDetector,
             ClassCoverageDetector,
             EvasionCampaignDetector,
+            FeatureDriftDetector,
+            MMDDriftDetector,
         )
     }
 )
@@ -55,6 +59,8 @@ class DetectorSuiteConfig(BaseModel):
     boundary_probing: BoundaryProbingConfig = Field(default_factory=BoundaryProbingConfig)
     class_coverage: ClassCoverageConfig = Field(default_factory=ClassCoverageConfig)
     evasion_campaign: EvasionCampaignConfig = Field(default_factory=EvasionCampaignConfig)
+    feature_drift: FeatureDriftConfig = Field(default_factory=FeatureDriftConfig)
+    mmd_drift: MMDDriftConfig = Field(default_factory=MMDDriftConfig)
 
     @field_validator("enabled")
     @classmethod

@@ -129,8 +129,10 @@ def backtest(
 ) -> None:
     """Run the stream path's detectors over a recorded file, in event-time order, no broker."""
     from mlwarden.streams.backtest import run_backtest
+    from mlwarden.streams.worker import limit_torch_threads
 
     settings = _settings()
+    limit_torch_threads(settings.worker.torch_threads)
     started = time.perf_counter()
     with (
         Progress(

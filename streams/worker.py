@@ -9,8 +9,16 @@ from mlwarden.streams.settings import Settings
 from mlwarden.streams.topics import ensure_topics
 
 
+def limit_torch_threads(threads: int) -> None:
+    """Cap torch's intra-op threads for detectors that use it (see WorkerSettings)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def run_worker(settings: Settings) -> None:
     """Create missing topics, then consume until stopped."""
+    limit_torch_threads(settings.worker.torch_threads)
     ensure_topics(settings.kafka)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
