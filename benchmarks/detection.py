@@ -30,11 +30,13 @@ from pathlib import Path
 
 from mlwarden.detectors.registry import DETECTORS, DetectorSuiteConfig
 from mlwarden.streams.backtest import run_backtest
+from mlwarden.streams.settings import Settings
 from mlwarden.streams.simulation.model import ModelSpec, digits, trained
 from mlwarden.streams.simulation.scenarios import SCENARIOS
 from mlwarden.streams.simulation.scoring import Score, score
 from mlwarden.streams.simulation.simulator import simulate
 from mlwarden.streams.simulation.writer import write_simulation
+from mlwarden.streams.worker import limit_torch_threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", choices=list(SCENARIOS))
     parser.add_argument("--keep", type=Path, help="write the files here instead of a temp dir")
     args = parser.parse_args()
+    limit_torch_threads(Settings().worker.torch_threads)  # as the worker and backtest run
     names: list[str] = args.scenario or list(SCENARIOS)
 
     data = digits()
