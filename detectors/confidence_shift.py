@@ -14,6 +14,21 @@ and std; records without probabilities are skipped. Every `evaluate_every` (K) e
   from `drift_stats.block_cusum` (k: half of `cusum_shift_sigmas`; h: Siegmund, guarded
   against the baseline's own estimation error).
 
+Clustered traffic: clients send sessions of queries with their own class mix, so window means
+vary more between windows than sigma / sqrt(n) says, and successive block means are correlated
+(a session spans many blocks). Both the baseline and each window therefore keep per-client
+sums, and every standard error is the cluster one (`drift_stats.mean_design_effects`, clients
+as clusters, design effect d >= 1):
+
+* FAST: the standard error is sqrt(V_window + V_baseline), each from its own client totals.
+* SLOW: block means are standardised by sigma * sqrt(d / K), d the baseline's design effect at
+  `baseline_size` events, a stand-in for the long-run variance of block means over the CUSUM's
+  horizon (a CUSUM's run length is governed by the long-run, not the one-block, variance).
+  k is the configured shift in those units, k = shift/2 * sqrt(K / d), and h is re-solved per
+  version by Siegmund with the same guard; should d be so large that k falls below 1.5 guards,
+  k is raised to 1.5 guards (the baseline is too clustered to resolve the configured shift).
+  With d = 1 (one event per client) all of this is the i.i.d. detector exactly.
+
 Both paths for three statistics are six alarm sources sharing one false-alarm budget
 (`expected_run_length_events`, split evenly; see `drift_stats`). One incident per version,
 closed after `close_after` clean evaluations. CUSUM sums stop at h + 4k: a long shift would
@@ -40,6 +55,8 @@ from mlwarden.detectors.drift_stats import (
     RunningMoments,
     Summary,
     block_cusum,
+    cusum_limit,
+    mean_design_effects,
     sig,
     two_sided_z,
 )
@@ -58,6 +75,32 @@ STATISTICS = ("top1", "entropy", "margin")
 _WORSE = (-1.0, 1.0, -1.0)  # the direction in which each statistic means a worse model
 _SOURCES = 2 * len(STATISTICS)
 _CAP_KS = 4.0  # CUSUM sums stop at h + _CAP_KS * k: below h ~4 evaluations after a shift ends
+_MIN_K_GUARDS = 1.5  # a clustered baseline's CUSUM reference stays this many guards above it
+
+ClientSums = dict[str, list[float]]
+"""Per client: [events, sum of top1, sum of entropy, sum of margin]."""
+
+
+def _add_client(clients: ClientSums, client: str, values: tuple[float, float, float]) -> None:
+    row = clients.get(client)
+    if row is None:
+        row = clients[client] = [0.0] * (1 + len(STATISTICS))
+    row[0] += 1.0
+    for i, value in enumerate(values):
+        row[i + 1] += value
+
+
+def _merge(blocks: deque[ClientSums]) -> ClientSums:
+    merged: ClientSums = {}
+    for block in blocks:
+        for client, row in block.items():
+            target = merged.get(client)
+            if target is None:
+                merged[client] = list(row)
+            else:
+                for i, value in enumerate(row):
+                    target[i] += value
+    return merged
 
 
 class ConfidenceShiftConfig(WindowedDriftConfig):
@@ -97,11 +140,16 @@ def cusum_parameters(config: ConfidenceShiftConfig) -> tuple[float, float, float
 class _Version:
     last_ts: float
     blocks: deque[list[float]]
+    client_blocks: deque[ClientSums]
     moments: list[RunningMoments] = field(
         default_factory=lambda: [RunningMoments() for _ in STATISTICS]
     )
     reference: Summary | None = None
+    baseline_clients: ClientSums = field(default_factory=dict)  # emptied when it freezes
+    cusum_k: list[float] = field(default_factory=list)  # per statistic, set when it freezes
+    cusum_h: list[float] = field(default_factory=list)
     block: list[float] = field(default_factory=lambda: [0.0] * len(STATISTICS))
+    block_clients: ClientSums = field(default_factory=dict)
     seen: int = 0
     upper: list[float] = field(default_factory=lambda: [0.0] * len(STATISTICS))
     lower: list[float] = field(default_factory=lambda: [0.0] * len(STATISTICS))
@@ -130,6 +178,7 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
     name: ClassVar[str] = "confidence_shift"
     kind: ClassVar[AlertKind] = AlertKind.CONFIDENCE_SHIFT
     config_model: ClassVar[type[BaseModel]] = ConfidenceShiftConfig
+    state_version: ClassVar[int] = 2  # 2: per-client sums, per-version CUSUM parameters
 
     def __init__(self, config: ConfidenceShiftConfig | None = None) -> None:
         self.config = config or ConfidenceShiftConfig()
@@ -139,7 +188,18 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
         super().__init__(self.config.idle_seconds)
 
     def _new_state(self, timestamp: float) -> _Version:
-        return _Version(last_ts=timestamp, blocks=deque(maxlen=self.config.blocks))
+        blocks = self.config.blocks
+        return _Version(
+            last_ts=timestamp, blocks=deque(maxlen=blocks), client_blocks=deque(maxlen=blocks)
+        )
+
+    def clustered_cusum(self, design_effect: float) -> tuple[float, float]:
+        """(k, h) of a CUSUM over block means whose long-run variance is `design_effect` x i.i.d."""
+        if design_effect <= 1.0:
+            return self.cusum_k, self.cusum_h
+        k = max(self.cusum_k / math.sqrt(design_effect), _MIN_K_GUARDS * self.cusum_guard)
+        run_length = 2 * _SOURCES * self.config.expected_run_length_events
+        return k, cusum_limit(k, run_length / self.config.evaluate_every, self.cusum_guard)
 
     def _observe(self, record: TelemetryRecord) -> Alert | None:
         probabilities = probability_vector(record)
@@ -149,17 +209,26 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
         c = confidence(probabilities)
         state = self._state_of(record)
         state.recent_ids.append(record.event_id)
+        values = (c.top1, c.entropy, c.margin)
         if state.reference is None:
-            for moments, value in zip(state.moments, (c.top1, c.entropy, c.margin), strict=True):
+            for moments, value in zip(state.moments, values, strict=True):
                 moments.add(value)
+            _add_client(state.baseline_clients, record.client_id, values)
             if state.moments[0].count < config.baseline_size:
                 return None
+            stds = tuple(max(m.std, config.min_std) for m in state.moments)
+            effects = mean_design_effects(state.baseline_clients, stds)[1]
             state.reference = Summary(
                 config.baseline_size,
                 tuple(m.mean for m in state.moments),
-                tuple(max(m.std, config.min_std) for m in state.moments),
+                stds,
+                tuple(effects),
             )
+            parameters = [self.clustered_cusum(d) for d in effects]
+            state.cusum_k = [k for k, _ in parameters]
+            state.cusum_h = [h for _, h in parameters]
             state.moments = []
+            state.baseline_clients = {}
             previous = self._history.freeze(
                 record.model_id, record.model_version, state.reference, record.timestamp
             )
@@ -170,6 +239,7 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
         block[0] += c.top1
         block[1] += c.entropy
         block[2] += c.margin
+        _add_client(state.block_clients, record.client_id, values)
         state.seen += 1
         if state.seen % config.evaluate_every:
             return None
@@ -178,19 +248,24 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
     def _evaluate(self, record: TelemetryRecord, state: _Version) -> Alert | None:
         config, reference = self.config, state.reference
         assert reference is not None
-        k, h = self.cusum_k, self.cusum_h
-        cap = h + _CAP_KS * k
         per_event = config.evaluate_every
         for i in range(len(STATISTICS)):
-            x = (state.block[i] / per_event - reference.mean[i]) / reference.std[i] * self._root_k
+            k, h = state.cusum_k[i], state.cusum_h[i]
+            cap = h + _CAP_KS * k
+            scale = reference.std[i] * math.sqrt(reference.effect(i)) / self._root_k
+            x = (state.block[i] / per_event - reference.mean[i]) / scale
             state.upper[i] = min(cap, max(0.0, state.upper[i] + x - k))
             state.lower[i] = min(cap, max(0.0, state.lower[i] - x - k))
         state.blocks.append(state.block)
-        state.block = [0.0] * len(STATISTICS)
+        state.client_blocks.append(state.block_clients)
+        state.block, state.block_clients = [0.0] * len(STATISTICS), {}
         alarms: list[_Alarm] = []
+        full = len(state.blocks) == config.blocks
+        window = self._window(state, reference) if full else []
         for i in range(len(STATISTICS)):
-            if len(state.blocks) == config.blocks:
-                z = self._window_z(state, reference, i)[1]
+            h = state.cusum_h[i]
+            if full:
+                z = window[i][1]
                 if abs(z) > self.z_limit:
                     alarms.append(_Alarm(i, "fast", z, self.z_limit))
             if state.upper[i] > h:
@@ -208,12 +283,21 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
         state.incident = Incident(fingerprint, record.timestamp)
         return self._alert(record, state, reference, alarms, fingerprint)
 
-    def _window_z(self, state: _Version, reference: Summary, i: int) -> tuple[float, float]:
-        """(mean, z) of statistic `i` over the blocks in the window, against the baseline."""
+    def _window(self, state: _Version, reference: Summary) -> list[tuple[float, float, float]]:
+        """Per statistic, (mean, z, window design effect) of the window against the baseline.
+
+        z's standard error is sqrt(V_window + V_baseline), both clustered by client.
+        """
         events = len(state.blocks) * self.config.evaluate_every
-        mean = sum(block[i] for block in state.blocks) / events
-        standard_error = reference.std[i] * math.sqrt(1.0 / events + 1.0 / reference.count)
-        return mean, (mean - reference.mean[i]) / standard_error
+        effects = mean_design_effects(_merge(state.client_blocks), reference.std)[1]
+        rows = []
+        for i in range(len(STATISTICS)):
+            mean = sum(block[i] for block in state.blocks) / events
+            standard_error = math.hypot(
+                reference.std[i] * math.sqrt(effects[i] / events), reference.standard_error(i)
+            )
+            rows.append((mean, (mean - reference.mean[i]) / standard_error, effects[i]))
+        return rows
 
     def _alert(
         self,
@@ -225,12 +309,15 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
     ) -> Alert:
         main = max(alarms, key=lambda a: (a.ratio, -a.statistic))
         statistics: dict[str, dict[str, Any]] = {}
+        window = self._window(state, reference)
         for i, name in enumerate(STATISTICS):
-            mean, z = self._window_z(state, reference, i)
+            mean, z, effect = window[i]
             statistics[name] = {
                 "baseline_mean": sig(reference.mean[i]),
                 "baseline_std": sig(reference.std[i]),
+                "baseline_design_effect": sig(reference.effect(i), 4),
                 "window_mean": sig(mean),
+                "window_design_effect": sig(effect, 4),
                 "z": sig(z, 4),
                 "cusum_upper": sig(state.upper[i], 4),
                 "cusum_lower": sig(state.lower[i], 4),
@@ -263,8 +350,8 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
                 **row,
                 "threshold": sig(main.threshold),
                 "z_threshold": sig(self.z_limit),
-                "cusum_threshold": sig(self.cusum_h),
-                "cusum_k": sig(self.cusum_k),
+                "cusum_threshold": sig(state.cusum_h[main.statistic]),
+                "cusum_k": sig(state.cusum_k[main.statistic]),
                 "window_events": events,
                 "baseline_size": reference.count,
                 "alarms": [
@@ -311,8 +398,13 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
             state.last_ts,
             [m.encode() for m in state.moments],
             None if state.reference is None else state.reference.encode(),
+            state.baseline_clients,
+            state.cusum_k,
+            state.cusum_h,
             state.block,
+            state.block_clients,
             list(state.blocks),
+            list(state.client_blocks),
             state.seen,
             state.upper,
             state.lower,
@@ -321,13 +413,34 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
         ]
 
     def _decode_state(self, raw: list[Any]) -> _Version:
-        last_ts, moments, reference, block, blocks, seen, upper, lower, incident, ids = raw
+        (
+            last_ts,
+            moments,
+            reference,
+            baseline_clients,
+            cusum_k,
+            cusum_h,
+            block,
+            block_clients,
+            blocks,
+            client_blocks,
+            seen,
+            upper,
+            lower,
+            incident,
+            ids,
+        ) = raw
         return _Version(
             last_ts=float(last_ts),
             blocks=deque((list(b) for b in blocks), maxlen=self.config.blocks),
+            client_blocks=deque((_sums(b) for b in client_blocks), maxlen=self.config.blocks),
             moments=[RunningMoments.decode(m) for m in moments],
             reference=None if reference is None else Summary.decode(reference),
+            baseline_clients=_sums(baseline_clients),
+            cusum_k=[float(k) for k in cusum_k],
+            cusum_h=[float(h) for h in cusum_h],
             block=list(block),
+            block_clients=_sums(block_clients),
             seen=int(seen),
             upper=list(upper),
             lower=list(lower),
@@ -340,3 +453,7 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
 
     def _decode_baseline(self, raw: Any) -> Summary:
         return Summary.decode(raw)
+
+
+def _sums(raw: Any) -> ClientSums:
+    return {str(client): [float(v) for v in row] for client, row in raw.items()}

@@ -5,13 +5,20 @@ traffic (an attack, a broken upstream feature) or broken itself; either way some
 look. Per (model_id, model_version), the first `baseline_size` predictions are the reference;
 every `evaluate_every` events the latest `window_size` predictions are tested against it with a
 chi-square homogeneity test (`drift_stats.chi_square_homogeneity`: rare and unseen classes
-pooled), at the level alpha = evaluate_every / expected_run_length_events. One test per
+pooled), at the level alpha = evaluate_every / expected_run_length_events. Traffic comes in
+client sessions with per-client favourite classes, so the class mix of a window (and of the
+baseline) is a cluster sample, far more variable than a multinomial one: the statistic is
+divided by its Rao-Scott design effect, estimated from both samples' per-client counts
+(`drift_stats.rao_scott`), so alpha is again the per-test false-alarm rate. One test per
 evaluation, so no multiple-testing correction; overlapping windows make the realised run
 length between incidents longer than configured (see `drift_stats`). PSI is reported as an
 effect size a human can compare across models.
 
-Only `prediction` is needed. When a new version freezes its baseline, it is compared with the
-previous version's by the same test at the same alpha: a rollout that changed the class mix
+Only `prediction` and `client_id` are needed. Per-client counts are kept for the baseline and
+per evaluation block: state stays bounded by `baseline_size + window_size` entries.
+
+When a new version freezes its baseline, it is compared with the previous version's by the
+same (Rao-Scott corrected) test at the same alpha: a rollout that changed the class mix
 (and by at least `rollout_min_psi`) is reported once as a critical regression.
 """
 
@@ -31,6 +38,7 @@ from mlwarden.detectors.drift_stats import (
     chi_square_homogeneity,
     chi_square_limit,
     psi,
+    rao_scott,
     sig,
 )
 from mlwarden.detectors.rollout_checks import class_mix_regression, class_shares, rollout_alert
@@ -49,6 +57,24 @@ UNSEEN = "<unseen>"
 
 
 Counts = dict[str, int]
+ClientCounts = dict[str, Counts]
+
+
+@dataclass(slots=True)
+class Baseline:
+    """A frozen baseline: its class counts and, per client, that client's class counts."""
+
+    counts: Counts
+    clients: ClientCounts
+
+    def encode(self) -> list[Any]:
+        return [self.counts, self.clients]
+
+    @classmethod
+    def decode(cls, raw: Any) -> Baseline:
+        if isinstance(raw, dict):  # state written before per-client counts were kept
+            return cls(dict(raw), {})
+        return cls(dict(raw[0]), {str(c): dict(v) for c, v in raw[1].items()})
 
 
 class PredictionDriftConfig(WindowedDriftConfig):
@@ -69,13 +95,29 @@ class PredictionDriftConfig(WindowedDriftConfig):
 class _Version:
     last_ts: float
     blocks: deque[Counts]
+    client_blocks: deque[ClientCounts]
     baseline: Counts = field(default_factory=dict)
+    baseline_clients: ClientCounts = field(default_factory=dict)
     learned: int = 0
     block: Counts = field(default_factory=dict)
+    block_clients: ClientCounts = field(default_factory=dict)
     window: Counts = field(default_factory=dict)  # sum of `blocks`
     seen: int = 0  # events since the baseline froze
     incident: Incident | None = None
     recent_ids: deque[str] = field(default_factory=lambda: deque(maxlen=SAMPLE_IDS))
+
+
+def _count(clients: ClientCounts, client: str, label: str) -> None:
+    counts = clients.setdefault(client, {})
+    counts[label] = counts.get(label, 0) + 1
+
+
+def _merge(blocks: deque[ClientCounts]) -> ClientCounts:
+    merged: ClientCounts = {}
+    for block in blocks:
+        for client, counts in block.items():
+            _add(merged.setdefault(client, {}), counts, 1)
+    return merged
 
 
 def _add(target: Counts, counts: Mapping[str, int], sign: int) -> None:
@@ -87,12 +129,13 @@ def _add(target: Counts, counts: Mapping[str, int], sign: int) -> None:
             del target[label]
 
 
-class PredictionDriftDetector(VersionedDriftDetector[_Version, Counts]):
+class PredictionDriftDetector(VersionedDriftDetector[_Version, Baseline]):
     """Alerts once per incident when a version's predicted-class mix leaves its baseline."""
 
     name: ClassVar[str] = "prediction_drift"
     kind: ClassVar[AlertKind] = AlertKind.DRIFT
     config_model: ClassVar[type[BaseModel]] = PredictionDriftConfig
+    state_version: ClassVar[int] = 2  # 2: per-client counts (Rao-Scott design effects)
 
     def __init__(self, config: PredictionDriftConfig | None = None) -> None:
         self.config = config or PredictionDriftConfig()
@@ -100,7 +143,10 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Counts]):
         super().__init__(self.config.idle_seconds)
 
     def _new_state(self, timestamp: float) -> _Version:
-        return _Version(last_ts=timestamp, blocks=deque(maxlen=self.config.blocks))
+        blocks = self.config.blocks
+        return _Version(
+            last_ts=timestamp, blocks=deque(maxlen=blocks), client_blocks=deque(maxlen=blocks)
+        )
 
     def _observe(self, record: TelemetryRecord) -> Alert | None:
         config = self.config
@@ -111,11 +157,15 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Counts]):
             if label not in state.baseline and len(state.baseline) >= config.max_classes:
                 label = UNSEEN
             state.baseline[label] = state.baseline.get(label, 0) + 1
+            _count(state.baseline_clients, record.client_id, label)
             state.learned += 1
             if state.learned < config.baseline_size:
                 return None
             previous = self._history.freeze(
-                record.model_id, record.model_version, state.baseline, record.timestamp
+                record.model_id,
+                record.model_version,
+                Baseline(state.baseline, state.baseline_clients),
+                record.timestamp,
             )
             if previous is None or not config.rollout_check:
                 return None
@@ -123,6 +173,7 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Counts]):
         if label not in state.baseline:
             label = UNSEEN
         state.block[label] = state.block.get(label, 0) + 1
+        _count(state.block_clients, record.client_id, label)
         state.seen += 1
         if state.seen % config.evaluate_every:
             return None
@@ -132,11 +183,16 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Counts]):
         if len(state.blocks) == state.blocks.maxlen:
             _add(state.window, state.blocks[0], -1)
         state.blocks.append(state.block)
+        state.client_blocks.append(state.block_clients)
         _add(state.window, state.block, 1)
-        state.block = {}
+        state.block, state.block_clients = {}, {}
         if len(state.blocks) < self.config.blocks:
             return None
-        test = chi_square_homogeneity(state.baseline, state.window, self.config.min_expected_count)
+        test = rao_scott(
+            chi_square_homogeneity(state.baseline, state.window, self.config.min_expected_count),
+            state.baseline_clients,
+            _merge(state.client_blocks),
+        )
         alarming = test.p_value < self.alpha
         if state.incident is not None:
             state.incident = still_open(state.incident, alarming, self.config.close_after)
@@ -163,7 +219,8 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Counts]):
                 f"predicted classes of {record.model_id} v{record.model_version} moved from "
                 f"its baseline: class {top['class']!r} {top['baseline_share']:.1%} -> "
                 f"{top['window_share']:.1%} over the last {self.config.window_size} predictions "
-                f"(chi-square {test.statistic:.1f} on {test.dof} dof, p={test.p_value:.2g} "
+                f"(Rao-Scott chi-square {test.statistic:.1f} on {test.dof} dof, design effect "
+                f"{test.design_effect:.1f}, p={test.p_value:.2g} "
                 f"< {self.alpha:.2g}; PSI {stability:.3f})"
             ),
             evidence={
@@ -177,12 +234,14 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Counts]):
         )
 
     def _compare_rollout(
-        self, record: TelemetryRecord, state: _Version, previous_version: str, previous: Counts
+        self, record: TelemetryRecord, state: _Version, previous_version: str, previous: Baseline
     ) -> Alert | None:
         """The new version's baseline against its predecessor's: same test, same alpha."""
         regression = class_mix_regression(
-            previous,
+            previous.counts,
             state.baseline,
+            previous_clients=previous.clients,
+            new_clients=state.baseline_clients,
             alpha=self.alpha,
             min_expected=self.config.min_expected_count,
             min_psi=self.config.rollout_min_psi,
@@ -200,8 +259,10 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Counts]):
 
     def _test_evidence(self, test: ChiSquare, stability: float) -> dict[str, Any]:
         return {
-            "test": "chi_square_homogeneity",
+            "test": "chi_square_homogeneity_rao_scott",
             "chi_square": sig(test.statistic),
+            "raw_chi_square": sig(test.raw_statistic),
+            "design_effect": sig(test.design_effect, 4),
             "dof": test.dof,
             "pooled_cells": test.cells,
             "p_value": sig(test.p_value, 4),
@@ -215,21 +276,39 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Counts]):
             state.last_ts,
             state.learned,
             state.baseline,
+            state.baseline_clients,
             state.block,
+            state.block_clients,
             list(state.blocks),
+            list(state.client_blocks),
             state.seen,
             None if state.incident is None else state.incident.encode(),
             list(state.recent_ids),
         ]
 
     def _decode_state(self, raw: list[Any]) -> _Version:
-        last_ts, learned, baseline, block, blocks, seen, incident, ids = raw
+        (
+            last_ts,
+            learned,
+            baseline,
+            baseline_clients,
+            block,
+            block_clients,
+            blocks,
+            client_blocks,
+            seen,
+            incident,
+            ids,
+        ) = raw
         state = _Version(
             last_ts=float(last_ts),
             blocks=deque((dict(b) for b in blocks), maxlen=self.config.blocks),
+            client_blocks=deque((_clients(b) for b in client_blocks), maxlen=self.config.blocks),
             baseline=dict(baseline),
+            baseline_clients=_clients(baseline_clients),
             learned=int(learned),
             block=dict(block),
+            block_clients=_clients(block_clients),
             seen=int(seen),
             incident=Incident.decode(incident),
             recent_ids=deque(ids, maxlen=SAMPLE_IDS),
@@ -238,8 +317,12 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Counts]):
             _add(state.window, counts, 1)
         return state
 
-    def _encode_baseline(self, baseline: Counts) -> Any:
-        return baseline
+    def _encode_baseline(self, baseline: Baseline) -> Any:
+        return baseline.encode()
 
-    def _decode_baseline(self, raw: Any) -> Counts:
-        return dict(raw)
+    def _decode_baseline(self, raw: Any) -> Baseline:
+        return Baseline.decode(raw)
+
+
+def _clients(raw: Any) -> ClientCounts:
+    return {str(client): dict(counts) for client, counts in raw.items()}

@@ -5,8 +5,10 @@ that is what keeps a benign rollout silent. A rollout that made the model *worse
 page someone, so when a version freezes its baseline the detector that learned it compares it
 with the most recently frozen other version of the same model, using the test and the
 calibrated level it already uses for drift. Both samples are finite, so both tests are
-two-sample tests. A floor on the effect size keeps a statistically significant but
-negligible change (large baselines detect anything) from paging at critical severity.
+two-sample tests, and both baselines are cluster samples of client sessions, so both tests
+use the clustered (Rao-Scott / cluster standard error) versions of `drift_stats`. A floor on
+the effect size keeps a statistically significant but negligible change (large baselines
+detect anything) from paging at critical severity.
 
 The check lives in the detectors that learn the baselines (prediction_drift: class mix;
 confidence_shift: top-1, entropy, margin) rather than in a third detector, which would have
@@ -22,10 +24,12 @@ from typing import Any
 
 from mlwarden.detectors.base import incident_fingerprint, new_alert
 from mlwarden.detectors.drift_stats import (
+    ClientCounts,
     Summary,
     chi_square_homogeneity,
     chi_square_limit,
     psi,
+    rao_scott,
     sig,
 )
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
@@ -68,9 +72,16 @@ def class_mix_regression(
     alpha: float,
     min_expected: float,
     min_psi: float,
+    previous_clients: ClientCounts | None = None,
+    new_clients: ClientCounts | None = None,
 ) -> Regression | None:
-    """The predicted-class mix changed: chi-square homogeneity at `alpha` and PSI >= `min_psi`."""
+    """The predicted-class mix changed: chi-square homogeneity at `alpha` and PSI >= `min_psi`.
+
+    Given both baselines' per-client counts, the chi-square is Rao-Scott corrected.
+    """
     test = chi_square_homogeneity(previous, new, min_expected)
+    if previous_clients and new_clients:
+        test = rao_scott(test, previous_clients, new_clients)
     stability = psi(previous, new)
     if test.p_value >= alpha or stability < min_psi:
         return None
@@ -86,8 +97,10 @@ def class_mix_regression(
         ),
         evidence={
             "statistic": "predicted_class_distribution",
-            "test": "chi_square_homogeneity",
+            "test": "chi_square_homogeneity_rao_scott",
             "chi_square": sig(test.statistic),
+            "raw_chi_square": sig(test.raw_statistic),
+            "design_effect": sig(test.design_effect, 4),
             "dof": test.dof,
             "p_value": sig(test.p_value, 4),
             "alpha": sig(alpha, 4),
@@ -111,16 +124,14 @@ def confidence_regression(
 ) -> Regression | None:
     """Some statistic moved in its `worse` direction (+1 up, -1 down) beyond `z_limit`.
 
-    z of a difference of two means, each with its own standard error; the change must also
-    be at least `min_effect_sigmas` of the previous version's standard deviation.
+    z of a difference of two means, each with its own (clustered) standard error; the change
+    must also be at least `min_effect_sigmas` of the previous version's standard deviation.
     """
     rows: dict[str, dict[str, Any]] = {}
     regressed: list[tuple[float, str]] = []
     for i, name in enumerate(names):
         difference = new.mean[i] - previous.mean[i]
-        standard_error = math.sqrt(
-            previous.std[i] ** 2 / previous.count + new.std[i] ** 2 / new.count
-        )
+        standard_error = math.hypot(previous.standard_error(i), new.standard_error(i))
         z = difference / standard_error
         bad = worse[i] * z > z_limit and abs(difference) >= min_effect_sigmas * previous.std[i]
         if bad:

@@ -14,7 +14,12 @@ from scipy.stats import norm
 from mlwarden.detectors.base import incident_fingerprint
 from mlwarden.detectors.columns import confidence, probability_vector
 from mlwarden.detectors.confidence_shift import ConfidenceShiftConfig, ConfidenceShiftDetector
-from mlwarden.detectors.drift_stats import RunningMoments, cusum_limit, siegmund_arl
+from mlwarden.detectors.drift_stats import (
+    RunningMoments,
+    cusum_limit,
+    mean_design_effects,
+    siegmund_arl,
+)
 from mlwarden.schemas.alert import AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
 from tests.unit.drift_streams import (
@@ -22,6 +27,8 @@ from tests.unit.drift_streams import (
     T0,
     benign_with_rollout,
     classifier_stream,
+    clustered_benign,
+    clustered_stream,
     dumped,
     run,
 )
@@ -112,7 +119,20 @@ def test_window_z_and_baseline_moments_match_numpy() -> None:
     assert top1["baseline_mean"] == pytest.approx(base.mean(), rel=1e-5)
     assert top1["baseline_std"] == pytest.approx(base.std(ddof=1), rel=1e-5)
     assert top1["window_mean"] == pytest.approx(window.mean(), rel=1e-5)
-    se = base.std(ddof=1) * math.sqrt(1 / len(window) + 1 / BASELINE)
+    clients = np.array([int(r.client_id[1:]) for r in records if probability_vector(r) is not None])
+
+    def clustered_variance(x: np.ndarray, c: np.ndarray) -> float:
+        """n/(n-1) sum_c (s_c - mean m_c)^2 / m^2 over clients, floored at the i.i.d. one."""
+        groups = np.unique(c)
+        spread = sum(((x[c == g]) - x.mean()).sum() ** 2 for g in groups)
+        n = len(groups)
+        variance = n / (n - 1) * spread / len(x) ** 2
+        return max(variance, base.std(ddof=1) ** 2 / len(x))
+
+    window_clients = clients[opener + 1 - alert.evidence["window_events"] : opener + 1]
+    se = math.sqrt(
+        clustered_variance(window, window_clients) + clustered_variance(base, clients[:BASELINE])
+    )
     assert top1["z"] == pytest.approx((window.mean() - base.mean()) / se, rel=1e-3)
     moments = RunningMoments()
     for v in base:
@@ -294,3 +314,36 @@ def test_idle_versions_are_forgotten() -> None:
         )
         assert detector.tracked_versions == 1
     assert len(json.dumps(detector.state_dict())) < 5000
+
+
+def test_cluster_design_effect_matches_numpy_and_is_one_for_singletons() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=600)
+    singletons = {f"c{i}": [1.0, float(v)] for i, v in enumerate(values)}
+    _, [effect] = mean_design_effects(singletons, [float(values.std(ddof=1))])
+    assert effect == pytest.approx(1.0, abs=0.01)
+    groups = rng.integers(0, 12, size=600)
+    shifted = values + groups * 0.3  # each client its own level: clustered
+    clients = {
+        f"c{g}": [float((groups == g).sum()), float(shifted[groups == g].sum())] for g in range(12)
+    }
+    std = float(shifted.std(ddof=1))
+    _, [effect] = mean_design_effects(clients, [std])
+    mean = shifted.mean()
+    spread = sum((shifted[groups == g] - mean).sum() ** 2 for g in range(12))
+    assert effect == pytest.approx(12 / 11 * spread / 600**2 / (std**2 / 600))
+    assert effect > 5
+
+
+def test_clustered_benign_traffic_stays_silent() -> None:
+    """Heavy-tailed client sessions, each client its own confidence level: benign."""
+    assert run(ConfidenceShiftDetector(), clustered_benign(), size=1000) == []
+
+
+def test_a_top1_drop_of_0_1_in_clustered_traffic_is_reported_within_five_minutes() -> None:
+    start = 450.0
+    records = clustered_stream(900, seed=1, top1_shift=0.1, shift_from_s=start)
+    alerts = run(ConfidenceShiftDetector(), records)
+    assert len(alerts) == 1
+    assert 0 < alerts[0].detected_at.timestamp() - (T0 + start) < 300
+    assert alerts[0].evidence["statistics"]["top1"]["baseline_design_effect"] > 1

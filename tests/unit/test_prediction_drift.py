@@ -12,7 +12,13 @@ from pydantic import ValidationError
 from scipy.stats import chi2_contingency
 
 from mlwarden.detectors.base import incident_fingerprint
-from mlwarden.detectors.drift_stats import chi_square_homogeneity, per_test_alpha, psi
+from mlwarden.detectors.drift_stats import (
+    chi_square_homogeneity,
+    per_test_alpha,
+    psi,
+    rao_scott,
+    share_variances,
+)
 from mlwarden.detectors.prediction_drift import (
     UNSEEN,
     PredictionDriftConfig,
@@ -25,6 +31,8 @@ from tests.unit.drift_streams import (
     T0,
     benign_with_rollout,
     classifier_stream,
+    clustered_benign,
+    clustered_stream,
     dumped,
     run,
 )
@@ -220,7 +228,8 @@ def test_idle_versions_are_forgotten_and_labels_are_capped() -> None:
         run(detector, records)
         assert detector.tracked_versions == 1
     state = detector.state_dict()
-    [[*_, baseline, _, _, _, _, _]] = state["versions"]
+    [row] = state["versions"]
+    baseline = row[4]  # model, version, last_ts, learned, baseline, ...
     assert len(baseline) == config.max_classes + 1
     assert baseline[UNSEEN] == 100 - 8
     assert len(json.dumps(state)) < 5000
@@ -230,3 +239,73 @@ def test_idle_versions_are_forgotten_and_labels_are_capped() -> None:
 def test_unknown_state_version_is_refused() -> None:
     with pytest.raises(ValueError, match="state version"):
         PredictionDriftDetector().load_state_dict({"version": 99})
+
+
+def test_rao_scott_is_the_plain_test_with_one_event_per_client() -> None:
+    reference = {"a": 300, "b": 200, "c": 100}
+    current = {"a": 120, "b": 60, "c": 60}
+    plain = chi_square_homogeneity(reference, current)
+    per_event = {
+        f"{side}{label}{i}": {label: 1}
+        for side, counts in (("r", reference), ("c", current))
+        for label, n in counts.items()
+        for i in range(n)
+    }
+    ref_clients = {k: v for k, v in per_event.items() if k.startswith("r")}
+    cur_clients = {k: v for k, v in per_event.items() if k.startswith("c")}
+    corrected = rao_scott(plain, ref_clients, cur_clients)
+    # cluster variance of singletons is the multinomial one, up to n/(n-1) and the pooled shares
+    assert corrected.design_effect == pytest.approx(1.0, abs=0.05)
+    assert corrected.statistic == pytest.approx(plain.statistic / corrected.design_effect)
+    clustered = rao_scott(plain, {"r": reference}, {"c": current})  # one client per side
+    assert clustered.design_effect == 1.0  # no spread between clients: floored, never below 1
+    assert clustered.statistic == plain.statistic
+
+
+def test_rao_scott_design_effect_matches_the_cluster_variance() -> None:
+    reference = {"x": {"a": 90, "b": 10}, "y": {"a": 10, "b": 90}, "z": {"a": 50, "b": 50}}
+    current = {"u": {"a": 80, "b": 20}, "v": {"a": 40, "b": 60}}
+    totals = [{"a": 150, "b": 150}, {"a": 120, "b": 80}]
+    plain = chi_square_homogeneity(*totals)
+    corrected = rao_scott(plain, reference, current)
+    events, variances = share_variances(reference, plain.columns)
+    # hand: p_a = 0.5, clients' y_a - p m = 40, -40, 0 -> 3/2 * 3200 / 300^2
+    assert events == 300
+    assert variances[0] == pytest.approx(1.5 * 3200 / 300**2)
+    _, current_variances = share_variances(current, plain.columns)
+    assert current_variances[0] == pytest.approx(2 * (20**2 + 20**2) / 200**2)
+    pooled = {"a": 270 / 500, "b": 230 / 500}
+    trace = sum(
+        (variances[j] + current_variances[j]) / pooled[label]
+        for j, (label,) in enumerate(plain.columns)
+    )
+    delta = trace / (1 / 300 + 1 / 200)
+    assert corrected.design_effect == pytest.approx(delta)
+    assert corrected.statistic == pytest.approx(plain.statistic / delta)
+
+
+def test_clustered_benign_traffic_stays_silent_though_plain_chi_square_pages() -> None:
+    """Sessions of heavy-tailed clients with favourite classes: overdispersed, yet benign."""
+    records = clustered_benign()
+    config = PredictionDriftConfig()
+    labels = [str(r.prediction) for r in records]
+    reference: dict[str, int] = {}
+    for label in labels[: config.baseline_size]:
+        reference[label] = reference.get(label, 0) + 1
+    plain_alarms = 0
+    for end in range(config.baseline_size + config.window_size, len(labels), 500):
+        window: dict[str, int] = {}
+        for label in labels[end - config.window_size : end]:
+            window[label] = window.get(label, 0) + 1
+        plain_alarms += chi_square_homogeneity(reference, window).p_value < config.alpha()
+    assert plain_alarms > 10  # the i.i.d. test would page all the time
+    assert run(PredictionDriftDetector(config), records, size=1000) == []
+
+
+def test_a_large_class_mix_shift_in_clustered_traffic_is_reported_within_five_minutes() -> None:
+    start = 450.0
+    records = clustered_stream(900, seed=2, class0_shift=0.4, shift_from_s=start)
+    alerts = run(PredictionDriftDetector(), records)
+    assert len(alerts) == 1
+    assert 0 < alerts[0].detected_at.timestamp() - (T0 + start) < 300
+    assert alerts[0].evidence["design_effect"] > 1
