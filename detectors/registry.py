@@ -21,6 +21,7 @@ from mlwarden.detectors.confidence_shift import ConfidenceShiftConfig, Confidenc
 from mlwarden.detectors.evasion_campaign import EvasionCampaignConfig, EvasionCampaignDetector
 from mlwarden.detectors.feature_drift import FeatureDriftConfig, FeatureDriftDetector
 from mlwarden.detectors.mmd_drift import MMDDriftConfig, MMDDriftDetector
+from mlwarden.detectors.ood_queries import OodQueriesConfig, OodQueriesDetector
 from mlwarden.detectors.pipeline import DetectorPipeline
 from mlwarden.detectors.prada import PradaConfig, PradaDetector
 from mlwarden.detectors.prediction_drift import PredictionDriftConfig, PredictionDriftDetector
@@ -40,6 +41,7 @@ DETECTORS: Final[Mapping[str, type[Detector]]] = MappingProxyType(
             EvasionCampaignDetector,
             FeatureDriftDetector,
             MMDDriftDetector,
+            OodQueriesDetector,
         )
     }
 )
@@ -61,6 +63,7 @@ class DetectorSuiteConfig(BaseModel):
     evasion_campaign: EvasionCampaignConfig = Field(default_factory=EvasionCampaignConfig)
     feature_drift: FeatureDriftConfig = Field(default_factory=FeatureDriftConfig)
     mmd_drift: MMDDriftConfig = Field(default_factory=MMDDriftConfig)
+    ood_queries: OodQueriesConfig = Field(default_factory=OodQueriesConfig)
 
     @field_validator("enabled")
     @classmethod

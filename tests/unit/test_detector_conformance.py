@@ -101,6 +101,17 @@ def small_budget_suite() -> DetectorSuiteConfig:
                 "clear_quantile": 0.9,
                 "sample_every": 1,
             },
+            "ood_queries": {
+                "reference_size": 200,
+                "outlier_quantile": 0.1,
+                "null_ratio": 1.0,
+                "alt_ratio": 2.0,
+                "alpha": 0.2,
+                "beta": 0.2,
+                "coarse_components": 2,
+                "quiet_seconds": 2,
+                "idle_seconds": 2,
+            },
             "evasion_campaign": {
                 "window_seconds": 2,
                 "bucket_seconds": 0.5,

@@ -1,0 +1,373 @@
+"""Out-of-distribution queries: a client whose inputs lie off the benign data manifold far more
+often than the population's do — Tramèr et al. 2016 extract models with uniform random inputs,
+KnockoffNets (Orekondy et al. 2019) with natural images of another distribution, and FGSM/PGD
+evasion (Goodfellow et al. 2015; Madry et al. 2018) sends natural inputs plus a small
+perturbation that no natural input carries.
+
+Per (model, version) a bounded reference sample is taken from the first `reference_size`
+feature vectors (no client contributes more than `max_client_share` of it). A query's
+outlyingness is its distance to its k-th nearest reference point (Euclidean), and it is an
+*outlier* when that exceeds the conformal (1 - q) quantile of the reference's own leave-one-out
+k-NN distances: for an exchangeable benign query P(outlier) <= q (Vovk et al. 2005), so q is the
+population's outlier rate by construction, not a fitted number. Per (model, client) a Wald
+SPRT (Wald 1945) runs over the Bernoulli "outlier" observations between
+H0: rate <= null_ratio x p0 and H1: rate >= alt_ratio x p0, p0 = max(q, the outlier rate of
+unflagged clients now: covariate drift moves everyone, and is the drift detectors' business),
+with boundaries from alpha and beta as in `boundary_probing`; alpha bounds the false alarms
+per test, nothing is tuned on data.
+
+Evasion versus extraction, label-free: an adversarial example is a natural input plus a
+small, spread-out perturbation. Its k-NN distance is only moderately above the threshold (at
+most `near_factor` x it) while its coarse structure — its projection on the reference's top
+`coarse_components` principal components, where a sign perturbation spread over all features
+mostly cancels — is in-distribution (k-NN distance there below that space's own (1 - q)
+quantile). Uniform noise is far from every reference point; most natural OOD images have an
+out-of-distribution coarse structure. An incident whose outliers are at least `evasion_share`
+such "near-manifold" outliers is reported as kind `evasion`, otherwise `extraction`.
+
+Distances are computed one query at a time (matrix-vector products), so a query's score never
+depends on how the stream was cut into batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
+from mlwarden.detectors.columns import feature_vector
+from mlwarden.detectors.online import IdleTable, RunningRate, widened_rate
+from mlwarden.schemas.alert import Alert, AlertKind, Severity
+from mlwarden.schemas.telemetry import TelemetryRecord
+
+_SAMPLE_IDS = 5
+_STATE_VERSION = 1
+
+
+# Above this population outlier rate, per-client tests stop: see `_test`.
+_MAX_POPULATION_RATE = 0.5
+
+
+class OodQueriesConfig(BaseModel):
+    """Reference sample, outlier quantile, Wald SPRT error rates, evasion rule, timing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reference_size: int = Field(default=2_000, ge=20, description="Warm-up vectors per version.")
+    max_client_share: float = Field(default=0.05, gt=0, le=1, description="Per client, in it.")
+    neighbours: int = Field(default=3, ge=1, description="k of the k-NN distance.")
+    outlier_quantile: float = Field(default=0.01, gt=0, lt=0.5, description="q: benign rate.")
+    null_ratio: float = Field(default=3.0, ge=1, description="H0: rate <= this x q.")
+    alt_ratio: float = Field(default=10.0, gt=1, description="H1: rate >= this x q.")
+    alpha: float = Field(default=1e-6, gt=0, lt=0.5, description="False alarms per test.")
+    beta: float = Field(default=0.01, gt=0, lt=0.5, description="Misses per test at H1.")
+    coarse_components: int = Field(default=8, ge=1, description="Principal components kept.")
+    near_factor: float = Field(default=1.5, gt=1, description="Near-manifold: score <= this x t.")
+    evasion_share: float = Field(default=0.5, gt=0, le=1, description="Near share for evasion.")
+    quiet_seconds: float = Field(default=600.0, gt=0)
+    idle_seconds: float = Field(default=1_800.0, gt=0)
+    population_memory: int = Field(default=5_000, ge=100, description="Events in its rate.")
+    reference_idle_seconds: float = Field(default=7 * 86_400.0, gt=0)
+    severity: Severity = Severity.WARNING
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OodQueriesConfig:
+        if self.alt_ratio <= self.null_ratio:
+            raise ValueError("alt_ratio must exceed null_ratio (the indifference zone)")
+        if self.idle_seconds < self.quiet_seconds:
+            raise ValueError("idle_seconds must be >= quiet_seconds")
+        if self.neighbours >= self.reference_size:
+            raise ValueError("neighbours must be below reference_size")
+        return self
+
+
+def _kth_distances(points: np.ndarray, k: int, leave_one_out: bool) -> np.ndarray:
+    """k-th nearest-neighbour distance of each row of `points` to the others (or itself)."""
+    squared = (points * points).sum(axis=1)
+    d2 = squared[:, None] + squared[None, :] - 2.0 * points @ points.T
+    if leave_one_out:
+        np.fill_diagonal(d2, np.inf)
+    return np.sqrt(np.maximum(np.partition(d2, k - 1, axis=1)[:, k - 1], 0.0))
+
+
+def _conformal_quantile(scores: np.ndarray, q: float) -> float:
+    """The ceil((n + 1)(1 - q))-th smallest score: P(new score > it) <= q if exchangeable."""
+    rank = min(len(scores), math.ceil((len(scores) + 1) * (1.0 - q)))
+    return float(np.sort(scores)[rank - 1])
+
+
+class _Reference:
+    """A (model, version)'s warm-up sample; once full, the frozen k-NN scorer."""
+
+    def __init__(self, rows: list[list[float]], counts: dict[str, int]) -> None:
+        self.rows, self.counts = rows, counts
+        self.population = RunningRate()  # outlier rate of unflagged clients, once frozen
+        self.frozen = False
+        self.threshold = self.coarse_threshold = 0.0
+
+    def freeze(self, cfg: OodQueriesConfig, saved: list[Any] | None = None) -> None:
+        """Build the scorer; `saved` ([threshold, coarse threshold, basis]) skips the SVD and
+        the quantiles, so a restored scorer is bit-identical whatever the LAPACK build."""
+        x = np.asarray(self.rows, dtype=np.float64)
+        self.points, self.norms = x, (x * x).sum(axis=1)
+        self.mean = x.mean(axis=0)
+        if saved is None:
+            _, _, vt = np.linalg.svd(x - self.mean, full_matrices=False)
+            self.basis = np.ascontiguousarray(vt[: cfg.coarse_components].T)
+        else:
+            self.basis = np.asarray(saved[2], dtype=np.float64).reshape(x.shape[1], -1)
+        self.coarse = (x - self.mean) @ self.basis
+        self.coarse_norms = (self.coarse * self.coarse).sum(axis=1)
+        if saved is None:
+            q, k = cfg.outlier_quantile, cfg.neighbours
+            self.threshold = _conformal_quantile(_kth_distances(x, k, True), q)
+            self.coarse_threshold = _conformal_quantile(_kth_distances(self.coarse, k, True), q)
+        else:
+            self.threshold, self.coarse_threshold = float(saved[0]), float(saved[1])
+        self.frozen, self.counts = True, {}
+
+    def saved(self) -> list[Any] | None:
+        if not self.frozen:
+            return None
+        return [self.threshold, self.coarse_threshold, self.basis.ravel().tolist()]
+
+    def score(self, x: np.ndarray, k: int) -> float:
+        d2 = self.norms - 2.0 * (self.points @ x) + float(x @ x)
+        return math.sqrt(max(float(np.partition(d2, k - 1)[k - 1]), 0.0))
+
+    def coarse_score(self, x: np.ndarray, k: int) -> float:
+        c = (x - self.mean) @ self.basis
+        d2 = self.coarse_norms - 2.0 * (self.coarse @ c) + float(c @ c)
+        return math.sqrt(max(float(np.partition(d2, k - 1)[k - 1]), 0.0))
+
+
+@dataclass(slots=True)
+class _Client:
+    llr: float = 0.0
+    queries: int = 0
+    outliers: int = 0
+    near: int = 0  # near-manifold outliers (small perturbations of natural inputs)
+    test_start: float = 0.0
+    incident: list[Any] | None = None  # [fingerprint, opened_at, last_alarm_ts]
+    outlier_ids: deque[str] = field(default_factory=lambda: deque(maxlen=_SAMPLE_IDS))
+
+    def restart(self, now: float) -> None:
+        self.llr, self.queries, self.outliers, self.near, self.test_start = 0.0, 0, 0, 0, now
+
+
+class OodQueriesDetector(Detector):
+    """Alerts once per incident when a client's off-manifold query rate passes a Wald SPRT."""
+
+    name: ClassVar[str] = "ood_queries"
+    kind: ClassVar[AlertKind] = AlertKind.EXTRACTION
+    config_model: ClassVar[type[BaseModel]] = OodQueriesConfig
+
+    def __init__(self, config: OodQueriesConfig | None = None) -> None:
+        cfg = self.config = config or OodQueriesConfig()
+        self.log_a = math.log((1.0 - cfg.beta) / cfg.alpha)
+        self.log_b = math.log(cfg.beta / (1.0 - cfg.alpha))
+        self._clients: IdleTable[_Client] = IdleTable(cfg.idle_seconds)
+        self._references: IdleTable[_Reference] = IdleTable(cfg.reference_idle_seconds)
+
+    def update(self, batch: TelemetryBatch) -> list[Alert]:
+        alerts: list[Alert] = []
+        for record in batch:
+            self._clients.advance(record.timestamp, None)
+            self._references.advance(record.timestamp, None)
+            features = feature_vector(record)
+            if features is None or not features:
+                continue
+            alert = self._observe(record, features)
+            if alert is not None:
+                alerts.append(alert)
+        return alerts
+
+    def _observe(self, record: TelemetryRecord, features: tuple[float, ...]) -> Alert | None:
+        cfg, now = self.config, record.timestamp
+        ref_key = (record.model_id, record.model_version)
+        reference = self._references.get(ref_key) or _Reference([], {})
+        self._references.put(ref_key, now, reference)
+        if not reference.frozen:  # warm-up: learn the population, test nobody yet
+            rows, counts = reference.rows, reference.counts
+            taken = counts.get(record.client_id, 0)
+            fits = not rows or len(features) == len(rows[0])
+            cap = max(1, int(cfg.max_client_share * cfg.reference_size))
+            if fits and taken < cap and all(map(math.isfinite, features)):
+                rows.append([float(v) for v in features])
+                counts[record.client_id] = taken + 1
+                if len(rows) >= cfg.reference_size:
+                    reference.freeze(cfg)
+            return None
+        if len(features) != reference.points.shape[1] or not all(map(math.isfinite, features)):
+            return None
+        x = np.asarray(features, dtype=np.float64)
+        score = reference.score(x, cfg.neighbours)
+        outlier = score > reference.threshold
+        near = (
+            outlier
+            and score <= cfg.near_factor * reference.threshold
+            and reference.coarse_score(x, cfg.neighbours) <= reference.coarse_threshold
+        )
+        key = (record.model_id, record.client_id)
+        client = self._clients.get(key) or _Client(test_start=now)
+        self._clients.put(key, now, client)
+        if outlier:
+            client.outlier_ids.append(record.event_id)
+        alert = self._test(record, client, reference, outlier, near, score)
+        if client.incident is None:  # flagged clients do not teach the population
+            reference.population.update(outlier, cfg.population_memory)
+        return alert
+
+    def hypotheses(self, reference: _Reference) -> tuple[float, float, float]:
+        """(population outlier rate p0, H0 rate, H1 rate): p0 is q, or the rate now observed
+        if higher (covariate drift moves every client off the reference; that is drift)."""
+        cfg = self.config
+        p0 = max(cfg.outlier_quantile, reference.population.rate)
+        return p0, widened_rate(p0, cfg.null_ratio), widened_rate(p0, cfg.alt_ratio)
+
+    def _test(
+        self,
+        record: TelemetryRecord,
+        client: _Client,
+        reference: _Reference,
+        outlier: bool,
+        near: bool,
+        score: float,
+    ) -> Alert | None:
+        now = record.timestamp
+        p0, h0, h1 = self.hypotheses(reference)
+        if p0 >= _MAX_POPULATION_RATE:
+            # Most of the population is off the reference: that is drift, which no single
+            # client can be blamed for (and an SPRT against a rate near 1 has no power).
+            return None
+        client.llr += math.log(h1 / h0) if outlier else math.log((1.0 - h1) / (1.0 - h0))
+        client.queries += 1
+        client.outliers += outlier
+        client.near += near
+        if client.llr <= self.log_b:  # H0 accepted: test anew
+            incident = client.incident
+            if incident is not None and now - incident[2] >= self.config.quiet_seconds:
+                client.incident = None
+            client.restart(now)
+            return None
+        if client.llr < self.log_a:
+            return None
+        alert = None
+        if client.incident is None:
+            fingerprint = incident_fingerprint(
+                self.name, record.model_id, record.client_id, record.event_id
+            )
+            client.incident = [fingerprint, now, now]
+            alert = self._alert(record, client, reference, score)
+        else:
+            client.incident[2] = max(client.incident[2], now)
+        client.restart(now)
+        return alert
+
+    def _alert(
+        self, record: TelemetryRecord, client: _Client, reference: _Reference, score: float
+    ) -> Alert:
+        assert client.incident is not None
+        cfg = self.config
+        rate = client.outliers / client.queries
+        p0, h0, h1 = self.hypotheses(reference)
+        near_share = client.near / max(client.outliers, 1)
+        evasion = near_share >= cfg.evasion_share
+        what = (
+            "small perturbations of in-distribution inputs (coarse structure in-distribution)"
+            if evasion
+            else "off the data manifold"
+        )
+        return new_alert(
+            detector=self.name,
+            kind=AlertKind.EVASION if evasion else AlertKind.EXTRACTION,
+            severity=cfg.severity,
+            fingerprint=client.incident[0],
+            record=record,
+            client_id=record.client_id,
+            score=round(client.llr, 6),
+            threshold=round(self.log_a, 6),
+            summary=(
+                f"client {record.client_id}: {client.outliers} of its last {client.queries} "
+                f"queries to {record.model_id} were {what} (k-NN distance above the population's "
+                f"{1 - cfg.outlier_quantile:.0%} quantile), a rate of {rate:.1%} against "
+                f"{p0:.1%} for the population; Wald SPRT rejected 'ordinary "
+                f"client' at alpha={cfg.alpha:g}"
+            ),
+            evidence={
+                "statistic": "sprt_log_likelihood_ratio",
+                "value": round(client.llr, 6),
+                "threshold": round(self.log_a, 6),
+                "accept_below": round(self.log_b, 6),
+                "alpha": cfg.alpha,
+                "beta": cfg.beta,
+                "outlier_score": "knn_distance",
+                "neighbours": cfg.neighbours,
+                "population_quantile": 1.0 - cfg.outlier_quantile,
+                "outlier_score_threshold": round(reference.threshold, 6),
+                "coarse_score_threshold": round(reference.coarse_threshold, 6),
+                "last_outlier_score": round(score, 6),
+                "reference_size": int(reference.points.shape[0]),
+                "reference_model_version": record.model_version,
+                "queries_in_test": client.queries,
+                "outliers_in_test": client.outliers,
+                "near_manifold_outliers_in_test": client.near,
+                "near_manifold_share": round(near_share, 6),
+                "client_outlier_rate": round(rate, 6),
+                "population_outlier_rate": round(p0, 6),
+                "null_rate": round(h0, 6),
+                "alternative_rate": round(h1, 6),
+                "window_seconds": round(record.timestamp - client.test_start, 3),
+                "opening_event_id": record.event_id,
+                "sample_event_ids": list(client.outlier_ids),
+            },
+            labels={"pattern": "ood_queries", "variant": "evasion" if evasion else "extraction"},
+        )
+
+    @property
+    def tracked_clients(self) -> int:
+        """(model, client) test states held in memory now."""
+        return len(self._clients)
+
+    def state_dict(self) -> dict[str, Any]:
+        def finite(value: float) -> float | None:
+            return value if math.isfinite(value) else None
+
+        return {
+            "version": _STATE_VERSION,
+            "watermark": finite(self._clients.watermark),
+            "reference_watermark": finite(self._references.watermark),
+            "references": [
+                [m, v, last_ts, r.rows, r.counts, r.saved(), r.population.to_json()]
+                for (m, v), last_ts, r in self._references.items()
+            ],
+            "clients": [
+                [m, c, ts, s.llr, s.queries, s.outliers, s.near, s.test_start, s.incident, ids]
+                for (m, c), ts, s in self._clients.items()
+                for ids in [list(s.outlier_ids)]
+            ],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"ood_queries state version {state.get('version')!r} unknown")
+        references = []
+        for m, v, last_ts, rows, counts, saved, rate in state["references"]:
+            reference = _Reference([list(map(float, row)) for row in rows], dict(counts))
+            reference.population = RunningRate.from_json(rate)
+            if saved is not None:
+                reference.freeze(self.config, saved)
+            references.append((m, v, last_ts, reference))
+        self._references.restore(state["reference_watermark"], iter(references))
+        self._clients.restore(
+            state["watermark"],
+            (
+                (m, c, ts, _Client(llr, n, k, near, start, inc, deque(ids, maxlen=_SAMPLE_IDS)))
+                for m, c, ts, llr, n, k, near, start, inc, ids in state["clients"]
+            ),
+        )

@@ -1,0 +1,155 @@
+"""OOD-query detector: natural digits are quiet; uniform noise (Tramèr et al. 2016) reads as
+extraction, small sign perturbations of natural digits (FGSM-like) as evasion."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from sklearn.datasets import load_digits
+
+from mlwarden.detectors.base import TelemetryBatch, incident_fingerprint
+from mlwarden.detectors.ood_queries import OodQueriesConfig, OodQueriesDetector
+from mlwarden.schemas.alert import Alert, AlertKind
+from mlwarden.schemas.telemetry import TelemetryRecord
+
+T0 = 1_790_000_000.0
+CONFIG = OodQueriesConfig(reference_size=1200)
+DIGITS = load_digits().data / 16.0
+
+
+def natural(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Digits with sensor noise and a cleaned background, as a benign client sends them."""
+    x = DIGITS[rng.integers(0, len(DIGITS), n)] + rng.normal(0.0, 0.03, (n, 64))
+    x[x < 0.03] = 0.0
+    return np.round(np.clip(x, 0.0, 1.0), 4)
+
+
+def attack(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
+    if kind == "uniform":
+        return np.round(rng.uniform(0.0, 1.0, (n, 64)), 4)
+    signs = rng.choice([-1.0, 1.0], size=(n, 64))  # FGSM-like: x + eps * sign(...)
+    return np.round(np.clip(natural(rng, n) + 0.3 * signs, 0.0, 1.0), 4)
+
+
+def scenario(seed: int, attacker: str | None, events: int = 3000) -> list[TelemetryRecord]:
+    """30 benign clients; from event 1500 on, one in four events comes from the attacker."""
+    rng = np.random.default_rng(seed)
+    benign, hostile = natural(rng, events), attack(attacker or "uniform", rng, events)
+    records = []
+    for i in range(events):
+        evil = attacker is not None and i >= events // 2 and i % 4 == 0
+        records.append(
+            TelemetryRecord(
+                event_id=f"e{i}",
+                timestamp=T0 + i * 0.1,
+                model_id="digits",
+                model_version="1",
+                client_id="attacker" if evil else f"c{rng.integers(30)}",
+                prediction=0,
+                features=(hostile if evil else benign)[i].tolist() if i % 10 != 7 else None,
+            )
+        )
+    return records
+
+
+def run(
+    records: list[TelemetryRecord], size: int = 500, detector: OodQueriesDetector | None = None
+) -> list[Alert]:
+    detector = detector or OodQueriesDetector(CONFIG)
+    alerts: list[Alert] = []
+    for start in range(0, len(records), size):
+        alerts.extend(detector.update(TelemetryBatch(records[start : start + size])))
+    return alerts
+
+
+def attacker_queries_until(records: list[TelemetryRecord], alert: Alert) -> int:
+    at = alert.detected_at.timestamp()
+    return sum(1 for r in records if r.client_id == "attacker" and r.timestamp <= at)
+
+
+def test_natural_traffic_is_quiet() -> None:
+    assert run(scenario(1, None)) == []
+
+
+@pytest.mark.parametrize(("attacker", "kind"), [("uniform", "extraction"), ("fgsm", "evasion")])
+def test_attacker_is_caught_once_with_the_right_kind(attacker: str, kind: str) -> None:
+    records = scenario(3, attacker)
+    alerts = run(records)
+    assert len(alerts) == 1  # one alert per incident, although the attack goes on
+    alert = alerts[0]
+    assert alert.client_id == "attacker"
+    assert alert.kind == AlertKind(kind)
+    assert alert.labels["pattern"] == "ood_queries"
+    assert attacker_queries_until(records, alert) <= 200
+    evidence = alert.evidence
+    assert evidence["statistic"] == "sprt_log_likelihood_ratio"
+    assert evidence["value"] >= evidence["threshold"]
+    assert evidence["population_quantile"] == pytest.approx(0.99)
+    assert evidence["outlier_score_threshold"] > 0
+    assert evidence["sample_event_ids"]
+    assert alert.fingerprint == incident_fingerprint(
+        "ood_queries", "digits", "attacker", evidence["opening_event_id"]
+    )
+    json.dumps(evidence, allow_nan=False)
+
+
+def test_batch_split_and_state_round_trip_do_not_change_alerts() -> None:
+    records = scenario(4, "fgsm")
+    expected = [a.model_dump_json() for a in run(records, size=1)]
+    assert expected
+    assert [a.model_dump_json() for a in run(records, size=777)] == expected
+    first = OodQueriesDetector(CONFIG)
+    head = run(records[:2000], detector=first)
+    saved = json.loads(json.dumps(first.state_dict(), allow_nan=False))
+    resumed = OodQueriesDetector(CONFIG)
+    resumed.load_state_dict(saved)
+    tail = run(records[2000:], detector=resumed)
+    assert [a.model_dump_json() for a in head + tail] == expected
+
+
+def test_warm_up_caps_each_client_and_skips_odd_records() -> None:
+    detector = OodQueriesDetector(OodQueriesConfig(reference_size=100, max_client_share=0.1))
+    rng = np.random.default_rng(5)
+    odd = [
+        TelemetryRecord(
+            event_id=f"o{i}",
+            timestamp=T0 + i,
+            model_id="m",
+            model_version="1",
+            client_id="flood",
+            prediction=0,
+            features=rng.uniform(0, 1, 4).tolist() if i % 2 else None,
+        )
+        for i in range(200)
+    ]
+    assert detector.update(TelemetryBatch(odd)) == []
+    rows = detector.state_dict()["references"][0][3]
+    assert len(rows) == 10  # one client may fill at most a tenth of the reference
+
+
+def test_config_rejects_an_empty_indifference_zone() -> None:
+    with pytest.raises(ValidationError):
+        OodQueriesConfig(null_ratio=5.0, alt_ratio=4.0)
+    with pytest.raises(ValidationError):
+        OodQueriesConfig(reference_size=20, neighbours=20)
+
+
+def test_idle_clients_are_forgotten() -> None:
+    config = OodQueriesConfig(reference_size=100, quiet_seconds=30, idle_seconds=60)
+    detector = OodQueriesDetector(config)
+    run(scenario(6, None, events=400), detector=detector)
+    assert detector.tracked_clients > 1
+    late = TelemetryRecord(
+        event_id="late",
+        timestamp=T0 + 10_000,
+        model_id="digits",
+        model_version="1",
+        client_id="new",
+        prediction=0,
+        features=[0.0] * 64,
+    )
+    detector.update(TelemetryBatch([late]))
+    assert detector.tracked_clients == 1
