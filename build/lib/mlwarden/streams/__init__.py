@@ -1,1 +1,0 @@
-"""mlwarden.streams."""
