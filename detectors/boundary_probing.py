@@ -34,7 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
 from mlwarden.detectors.columns import probability_vector
-from mlwarden.detectors.online import IdleTable, RunningRate, is_low_margin, widened_rate
+from mlwarden.detectors.online import (
+    IdleTable,
+    RunningRate,
+    is_low_margin,
+    wald_step,
+    widened_rate,
+)
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
 
@@ -140,25 +146,17 @@ class BoundaryProbingDetector(Detector):
         client.llr += math.log(h1 / h0) if low else math.log((1.0 - h1) / (1.0 - h0))
         client.queries += 1
         client.lows += low
-        if client.llr <= self.log_b:  # H0 accepted: this client looks ordinary; test anew
-            incident = client.incident
-            if incident is not None and now - incident[2] >= self.config.quiet_seconds:
-                client.incident = None
-            client.restart(now)
-            return None
-        if client.llr < self.log_a:
-            return None
-        alert = None
-        if client.incident is None:
-            fingerprint = incident_fingerprint(
+        return wald_step(
+            client,
+            now,
+            self.log_a,
+            self.log_b,
+            self.config.quiet_seconds,
+            lambda: incident_fingerprint(
                 self.name, record.model_id, record.client_id, record.event_id
-            )
-            client.incident = [fingerprint, now, now]
-            alert = self._alert(record, client, p0, h0, h1)
-        else:
-            client.incident[2] = max(client.incident[2], now)
-        client.restart(now)
-        return alert
+            ),
+            lambda: self._alert(record, client, p0, h0, h1),
+        )
 
     def _alert(
         self, record: TelemetryRecord, client: _Client, p0: float, h0: float, h1: float

@@ -13,7 +13,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 V = TypeVar("V")
 
@@ -93,6 +93,50 @@ def binomial_tail_log_bound(successes: int, trials: int, p: float) -> float:
     if observed <= p:
         return 0.0
     return trials * bernoulli_kl(observed, p)
+
+
+class SprtClient(Protocol):
+    """A client under a Wald test: its log-likelihood ratio and its open incident, if any."""
+
+    llr: float
+    incident: list[Any] | None  # [fingerprint, opened_at, last_alarm_ts]
+
+    def restart(self, now: float) -> None: ...
+
+
+def wald_step(
+    client: SprtClient,
+    now: float,
+    log_a: float,
+    log_b: float,
+    quiet_seconds: float,
+    new_fingerprint: Callable[[], str],
+    make_alert: Callable[[], V],
+) -> V | None:
+    """Apply Wald's boundaries to `client.llr` after an update, with one alert per incident.
+
+    Below log B the client looks ordinary: its test starts anew, and an incident quiet for
+    `quiet_seconds` closes. At or above log A the client is flagged: the first rejection opens
+    an incident and makes its alert (after the incident is set and before the test restarts,
+    so the alert carries the incident's fingerprint and describes the test that rejected H0);
+    later rejections only extend the incident.
+    """
+    if client.llr <= log_b:
+        incident = client.incident
+        if incident is not None and now - incident[2] >= quiet_seconds:
+            client.incident = None
+        client.restart(now)
+        return None
+    if client.llr < log_a:
+        return None
+    alert: V | None = None
+    if client.incident is None:
+        client.incident = [new_fingerprint(), now, now]
+        alert = make_alert()
+    else:
+        client.incident[2] = max(client.incident[2], now)
+    client.restart(now)
+    return alert
 
 
 class IdleTable(Generic[V]):

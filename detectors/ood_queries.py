@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
 from mlwarden.detectors.columns import feature_vector
-from mlwarden.detectors.online import IdleTable, RunningRate, widened_rate
+from mlwarden.detectors.online import IdleTable, RunningRate, wald_step, widened_rate
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
 
@@ -249,25 +249,17 @@ class OodQueriesDetector(Detector):
         client.queries += 1
         client.outliers += outlier
         client.near += near
-        if client.llr <= self.log_b:  # H0 accepted: test anew
-            incident = client.incident
-            if incident is not None and now - incident[2] >= self.config.quiet_seconds:
-                client.incident = None
-            client.restart(now)
-            return None
-        if client.llr < self.log_a:
-            return None
-        alert = None
-        if client.incident is None:
-            fingerprint = incident_fingerprint(
+        return wald_step(
+            client,
+            now,
+            self.log_a,
+            self.log_b,
+            self.config.quiet_seconds,
+            lambda: incident_fingerprint(
                 self.name, record.model_id, record.client_id, record.event_id
-            )
-            client.incident = [fingerprint, now, now]
-            alert = self._alert(record, client, reference, score)
-        else:
-            client.incident[2] = max(client.incident[2], now)
-        client.restart(now)
-        return alert
+            ),
+            lambda: self._alert(record, client, reference, score),
+        )
 
     def _alert(
         self, record: TelemetryRecord, client: _Client, reference: _Reference, score: float
