@@ -70,9 +70,18 @@ class PartitionedPipelines:
         self._monotonic = monotonic
         self._pipelines: dict[int, DetectorPipeline] = {}
         self._last_checkpoint: dict[int, float] = {}
+        self._slots: dict[int, str] = {}  # the slot each partition's manifest names
 
-    def update(self, partition: int, records: Sequence[TelemetryRecord]) -> list[Alert]:
-        """Run `records` of `partition` through its pipeline; checkpoint when one is due."""
+    def update(
+        self, partition: int, records: Sequence[TelemetryRecord]
+    ) -> tuple[list[Alert], dict[str, Any]]:
+        """Run `records` of `partition` through its pipeline.
+
+        Returns the alerts and, when a checkpoint is due, the snapshot table writes that make
+        it. Nothing is written here: the worker runs this off its event loop (detection can
+        take long enough to starve Kafka heartbeats) and applies the writes on the loop, which
+        owns the table.
+        """
         pipeline = self._pipelines.get(partition)
         if pipeline is None:
             pipeline = self._pipelines[partition] = self._restore(partition)
@@ -81,37 +90,37 @@ class PartitionedPipelines:
         if alerts or now - self._last_checkpoint.get(partition, 0.0) >= self._checkpoint_interval_s:
             # An alert is always checkpointed at once: the incident it opened must survive a
             # restart, or the replayed events would open a second incident and page again.
-            self.checkpoint(partition)
-        return alerts
+            return alerts, self.checkpoint(partition)
+        return alerts, {}
 
-    def checkpoint(self, partition: int) -> None:
-        """Write the partition's snapshot into the slot not in use, then switch the manifest."""
+    def checkpoint(self, partition: int) -> dict[str, Any]:
+        """The writes that store the partition's snapshot in the slot not in use, manifest last."""
         pipeline = self._pipelines.get(partition)
         if pipeline is None:
-            return
-        manifest = self._snapshots.get(str(partition))
-        slot = _SLOTS[1] if manifest is not None and manifest["slot"] == _SLOTS[0] else _SLOTS[0]
+            return {}
+        slot = _SLOTS[1] if self._slots.get(partition) == _SLOTS[0] else _SLOTS[0]
         chunks = encode_snapshot(pipeline.state_dict())
-        for index, chunk in enumerate(chunks):
-            self._snapshots[f"{partition}/{slot}/{index}"] = chunk
-        self._snapshots[str(partition)] = {
-            "slot": slot,
-            "chunks": len(chunks),
-            "sha256": _digest(chunks),
+        writes: dict[str, Any] = {
+            f"{partition}/{slot}/{index}": chunk for index, chunk in enumerate(chunks)
         }
+        writes[str(partition)] = {"slot": slot, "chunks": len(chunks), "sha256": _digest(chunks)}
+        self._slots[partition] = slot
         self._last_checkpoint[partition] = self._monotonic()
+        return writes
 
     def revoke(self, partitions: Iterable[int]) -> None:
         """Forget partitions this worker no longer owns; their new owner restores the snapshot."""
         for partition in partitions:
             self._pipelines.pop(partition, None)
             self._last_checkpoint.pop(partition, None)
+            self._slots.pop(partition, None)
 
     def _restore(self, partition: int) -> DetectorPipeline:
         pipeline = self._new_pipeline()
         manifest = self._snapshots.get(str(partition))
         if manifest is None:
             return pipeline
+        self._slots[partition] = manifest["slot"]
         chunks = [
             self._snapshots.get(f"{partition}/{manifest['slot']}/{index}", "")
             for index in range(manifest["chunks"])

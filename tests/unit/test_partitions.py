@@ -37,10 +37,26 @@ class Clock:
         return self.now
 
 
-def pipelines(store: dict[str, Any], clock: Clock) -> PartitionedPipelines:
-    return PartitionedPipelines(
-        lambda: build_pipeline(SUITE), store, checkpoint_interval_s=5.0, monotonic=clock
-    )
+class Stored:
+    """Pipelines whose checkpoint writes are applied to `store`, as the worker applies them."""
+
+    def __init__(self, store: dict[str, Any], clock: Clock) -> None:
+        self.store = store
+        self.parts = PartitionedPipelines(
+            lambda: build_pipeline(SUITE), store, checkpoint_interval_s=5.0, monotonic=clock
+        )
+
+    def update(self, partition: int, batch: list[TelemetryRecord]) -> list[Any]:
+        alerts, writes = self.parts.update(partition, batch)
+        self.store.update(writes)
+        return alerts
+
+    def checkpoint(self, partition: int) -> None:
+        self.store.update(self.parts.checkpoint(partition))
+
+
+def pipelines(store: dict[str, Any], clock: Clock) -> Stored:
+    return Stored(store, clock)
 
 
 def test_snapshot_codec_round_trips() -> None:
@@ -85,8 +101,7 @@ def test_large_snapshots_are_chunked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert manifest["chunks"] > 3
     assert all(len(store[f"1/{manifest['slot']}/{i}"]) <= 64 for i in range(manifest["chunks"]))
     restored = pipelines(store, Clock())
-    restored.update(1, [])
-    assert restored._restore(1).state_dict() == parts._pipelines[1].state_dict()
+    assert restored.parts._restore(1).state_dict() == parts.parts._pipelines[1].state_dict()
 
 
 def test_a_crash_mid_checkpoint_leaves_the_previous_snapshot_whole() -> None:
@@ -107,3 +122,12 @@ def test_a_corrupted_snapshot_is_refused() -> None:
     fresh = pipelines(store, Clock())
     assert len(fresh.update(2, records("loud", 0.5, 10))) == 1  # started fresh, with a log line
     assert partitions.partition_of_key("2/b/7") == 2
+
+
+def test_update_writes_nothing_itself() -> None:
+    store: dict[str, Any] = {}
+    parts = PartitionedPipelines(lambda: build_pipeline(SUITE), store, monotonic=Clock())
+    alerts, writes = parts.update(0, records("loud", 0, 10))
+    assert len(alerts) == 1
+    assert store == {}, "the worker applies checkpoint writes on its event loop"
+    assert writes["0"]["chunks"] >= 1
