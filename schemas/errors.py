@@ -38,9 +38,13 @@ class ResponderError(MlwardenError):
     a missing model), so the playbook engine can stop retrying at once.
     """
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        """The backend's own hint (HTTP Retry-After) for when to try again, if it gave one."""
 
 
 @dataclass(frozen=True)
