@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,6 +68,29 @@ class Responder(Protocol[ParamsT_contra]):
     """Performs one step type's effect."""
 
     async def __call__(self, params: ParamsT_contra, ctx: StepContext) -> StepResult: ...
+
+
+class IncidentChange(StrEnum):
+    """What happened to an incident after a step's effect succeeded."""
+
+    REPEAT = "repeat"
+    """Another alert was folded into the incident (a Slack thread reply, a status update)."""
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    """The detector reported recovery, the quiet period passed, or a human resolved it."""
+
+
+class FollowsIncident(Protocol):
+    """A responder whose effect is updated as its incident changes (pages are resolved).
+
+    The engine calls `follow_up` for every succeeded step of that type, with the result the
+    step recorded; `ctx.idempotency_key` is then the step's key plus `#<change>`, so a
+    replayed resolution is delivered once.
+    """
+
+    async def follow_up(
+        self, ctx: StepContext, earlier: StepResult, change: IncidentChange
+    ) -> StepResult: ...
 
 
 class RetryPolicy(BaseModel):

@@ -53,3 +53,9 @@ class Alert(BaseModel):
     summary: str
     evidence: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+    recent_telemetry: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The alert subject's (client's, or model's) latest raw telemetry records, "
+        "newest last, attached by the stream worker from its bounded ring buffer so that "
+        "evidence snapshots hold the queries themselves. Empty from backtest and detectors.",
+    )
