@@ -43,7 +43,7 @@ class RateLimitParams(BaseModel):
     )
     scope: RateLimitScope = Field(
         default=RateLimitScope.CLIENT,
-        description="`cluster` limits every client id in the alert's evidence `clients` list.",
+        description="`cluster` limits every client id in the alert's evidence `client_ids` list.",
     )
     client_id: str | None = Field(default=None, description="Template; default: alert's client.")
     model_scoped: bool = Field(

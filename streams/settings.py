@@ -30,6 +30,10 @@ class TopicNames(BaseModel):
     alerts: str = "mlwarden.alerts"
     actions: str = "mlwarden.actions"
     controls: str = "mlwarden.controls"
+    incidents: str = "mlwarden.incidents"
+    """Compacted: the latest summary of every incident, keyed by incident id (for the CLI)."""
+    commands: str = "mlwarden.commands"
+    """Human decisions for the engine: approve, reject, resolve, silence."""
 
 
 class KafkaSettings(BaseModel):
