@@ -30,6 +30,8 @@ from typing import Any, Final, cast
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import WatchError
 
 from mlwarden.schemas.control import ControlAction, ControlDecision, control_key
@@ -50,6 +52,13 @@ class ApplyOutcome(StrEnum):
     """A lift (or an expired decision) removed the key, or found it already gone."""
     STALE = "stale"
     """Redis holds a newer decision for that key; left as it is."""
+
+
+def no_retries() -> Retry:
+    """For every Redis client mlwarden builds: redis-py ≥6 retries a failed command 3 times
+    with up to 10 s backoff by itself (~10 s per refused connection), which would hide an
+    outage behind the playbook engine's one retry policy and stall gateways that fail open."""
+    return Retry(NoBackoff(), 0)
 
 
 def decode_decision(raw: bytes | str | None, *, where: str) -> ControlDecision | None:

@@ -18,8 +18,9 @@ serves the request, because an outage of the control plane should not take infer
 with it; False refuses it (`allowed=False`, reason `unavailable`, HTTP 503 from the
 middleware), for endpoints where serving an attacker is worse than serving nobody. Either way
 `stats.unavailable` counts such checks (export it as a metric) and a warning is logged at most
-every 10 s. Give the Redis client a short timeout (`Enforcer.from_url` uses 100 ms) so an
-unreachable Redis costs a request at most that.
+every 10 s. Give the Redis client a short timeout and no retries of its own (`from_url` does:
+100 ms, `retry=Retry(NoBackoff(), 0)`; redis-py's default retries take ~10 s per refused
+connection) so an unreachable Redis costs a request at most that timeout.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ from limits.aio.storage import RedisStorage as AsyncLimitsStorage
 from limits.aio.strategies import MovingWindowRateLimiter as AsyncMovingWindow
 from limits.storage import RedisStorage as LimitsStorage
 from limits.strategies import MovingWindowRateLimiter
+from redis.backoff import NoBackoff
+from redis.retry import Retry as SyncRetry
 
-from mlwarden.responders.controls_store import DEFAULT_KEY_PREFIX, decode_decision
+from mlwarden.responders.controls_store import DEFAULT_KEY_PREFIX, decode_decision, no_retries
 from mlwarden.schemas.control import ControlAction, ControlDecision, control_key
 
 _LOG: Final = logging.getLogger(__name__)
@@ -255,7 +258,7 @@ class Enforcer(_EnforcerCore):
     def from_url(cls, url: str, *, timeout_s: float = 0.1, **options: Any) -> Enforcer:
         """An enforcer with its own client; `timeout_s` bounds what a Redis outage costs."""
         client = redis.asyncio.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=no_retries()
         )
         return cls(client, **options)
 
@@ -319,7 +322,10 @@ class SyncEnforcer(_EnforcerCore):
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 0.1, **options: Any) -> SyncEnforcer:
         client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=SyncRetry(NoBackoff(), 0),
         )
         return cls(client, **options)
 

@@ -29,7 +29,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mlwarden.responders.base import StepContext, StepResult
-from mlwarden.responders.controls_store import DEFAULT_KEY_PREFIX, ApplyOutcome, ControlsStore
+from mlwarden.responders.controls_store import (
+    DEFAULT_KEY_PREFIX,
+    ApplyOutcome,
+    ControlsStore,
+    no_retries,
+)
 from mlwarden.responders.params import RateLimitParams, RateLimitScope
 from mlwarden.schemas.control import ControlAction, ControlDecision, control_key
 from mlwarden.schemas.errors import ResponderError
@@ -61,6 +66,7 @@ class RateLimitSettings(BaseModel):
             self.redis_url.get_secret_value(),
             socket_connect_timeout=self.connect_timeout_s,
             socket_timeout=self.socket_timeout_s,
+            retry=no_retries(),
         )
 
     def store(self) -> ControlsStore:

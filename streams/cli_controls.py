@@ -23,6 +23,7 @@ from mlwarden.responders.controls_store import (
     DEFAULT_KEY_PREFIX,
     ApplyOutcome,
     ControlsStore,
+    no_retries,
     sync_from_topic,
 )
 from mlwarden.schemas.control import ControlAction, ControlDecision
@@ -62,7 +63,9 @@ def _settings() -> Settings:
 
 
 def _store(redis_url: str, key_prefix: str) -> ControlsStore:
-    client: Redis[Any] = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3)
+    client: Redis[Any] = Redis.from_url(
+        redis_url, socket_connect_timeout=3, socket_timeout=3, retry=no_retries()
+    )
     return ControlsStore(client, key_prefix)
 
 
