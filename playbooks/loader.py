@@ -119,6 +119,9 @@ def _combined(source: str, document: Document, details: list[ErrorDetails]) -> P
 
 def _one(source: str, document: Document, detail: ErrorDetails) -> PlaybookError:
     loc = tuple(detail["loc"])
+    sub_path = (detail.get("ctx") or {}).get("path")
+    if isinstance(sub_path, list):  # a model-level check that names the field it refuses
+        loc = (*loc, *sub_path)
     kind = detail["type"]
     if kind == "extra_forbidden" and loc in document.keys:
         position = document.keys[loc]
@@ -131,14 +134,21 @@ def _one(source: str, document: Document, detail: ErrorDetails) -> PlaybookError
         problem = detail["msg"]
         if kind in ("model_type", "dict_type"):
             problem = "expected a mapping"
+        problem = problem.removeprefix("Value error, ")
         shown = detail.get("input")
-        if not isinstance(shown, dict | list) and kind not in _SHOWS_INPUT_ITSELF:
+        if (
+            not isinstance(shown, dict | list)
+            and kind not in _SHOWS_INPUT_ITSELF
+            and repr(shown) not in problem
+        ):
             problem += f" (got {_short(shown)})"
     return PlaybookError(_at(source, position), _field_path(loc), problem)
 
 
 # Error types whose message already names or explains the offending input.
-_SHOWS_INPUT_ITSELF: Final = frozenset({"template", "step_type", "step_shape", "playbook_name"})
+_SHOWS_INPUT_ITSELF: Final = frozenset(
+    {"template", "step_type", "step_shape", "playbook_name", "detector_name", "escalation"}
+)
 
 
 def _nearest(document: Document, loc: tuple[str | int, ...]) -> Position:

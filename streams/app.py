@@ -22,7 +22,8 @@ from mlwarden.detectors.registry import build_pipeline
 from mlwarden.playbooks.engine import PlaybookEngine
 from mlwarden.playbooks.loader import load_playbooks
 from mlwarden.playbooks.shipped import library_dir
-from mlwarden.responders.page import ConsolePager, Pager
+from mlwarden.responders.notify import NotifyResponder
+from mlwarden.responders.page import ConsolePager, PageResponder, Pager
 from mlwarden.schemas.alert import Alert
 from mlwarden.streams.decode import RawMessage, decode_batch
 from mlwarden.streams.partitions import PartitionedPipelines, partition_of_key
@@ -99,11 +100,16 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
         # interval of events onto a snapshot that is at most one interval old.
         checkpoint_interval_s=worker.commit_interval_s,
     )
+    console = pager or ConsolePager()
     engine = PlaybookEngine(
         load_playbooks(settings.playbooks.path or library_dir()),
-        pager or ConsolePager(),
+        {
+            "page": PageResponder({"console": console}),
+            "notify": NotifyResponder(console=ConsolePager()),
+        },
         incidents,
         clock=lambda: datetime.now(UTC),
+        unserved="fail",  # until the worker wires rate_limit, evidence and rollback responders
     )
 
     # Detection runs on one thread beside the event loop, so a long batch never starves the
@@ -139,7 +145,7 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
     async def respond(stream: faust.StreamT[bytes]) -> None:
         async for payload in stream:
             alert = Alert.model_validate_json(payload)
-            for action in await engine.handle(alert):
+            for action in (await engine.handle(alert)).actions:
                 await actions_topic.send(
                     key=action.idempotency_key.encode(), value=action.model_dump_json().encode()
                 )
