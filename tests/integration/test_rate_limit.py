@@ -184,9 +184,7 @@ async def test_cluster_scope_and_a_stricter_live_decision_is_kept(
     throttle = RateLimitParams(
         limit_per_minute=10, duration=timedelta(hours=1), scope=RateLimitScope.CLUSTER
     )
-    result = await responder(
-        throttle, make_ctx(client_id=None, evidence={"client_ids": sybils})
-    )
+    result = await responder(throttle, make_ctx(client_id=None, evidence={"client_ids": sybils}))
 
     outcomes = {r["client_id"]: r["outcome"] for r in result["decisions"]}
     assert outcomes == {sybils[0]: "kept_existing", sybils[1]: "applied", sybils[2]: "applied"}
