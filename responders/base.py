@@ -120,14 +120,15 @@ async def call_with_retries(
     the deadline is raised as is, so the caller records the real reason.
     """
 
+    initial_s = policy.initial_backoff.total_seconds()
+    backoff = wait_exponential_jitter(
+        multiplier=initial_s, max=policy.max_backoff.total_seconds(), jitter=initial_s
+    )
+
     def wait_s(state: RetryCallState) -> float:
-        backoff = wait_exponential_jitter(
-            initial=policy.initial_backoff.total_seconds(),
-            max=policy.max_backoff.total_seconds(),
-        )(state)
         error = state.outcome.exception() if state.outcome is not None else None
         hinted = getattr(error, "retry_after_s", None) or 0.0
-        return max(backoff, float(hinted))
+        return max(backoff(state), float(hinted))
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(_is_retryable),
