@@ -13,10 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlwarden.detectors.registry import DetectorSuiteConfig
+from mlwarden.responders.evidence.settings import EvidenceSettings
+from mlwarden.responders.paging_settings import PagingSettings
+from mlwarden.responders.rate_limit import RateLimitSettings
+from mlwarden.responders.rollback import RegistrySettings
 from mlwarden.streams.decode import DEFAULT_MAX_RECORD_BYTES
 
 
@@ -90,15 +94,6 @@ class PlaybookSettings(BaseModel):
     path: Path | None = None
 
 
-class PagingSettings(BaseModel):
-    """Credentials of paging services (used by the responders of a later release)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    slack_token: SecretStr | None = None
-    pagerduty_routing_key: SecretStr | None = None
-
-
 class Settings(BaseSettings):
     """Everything configurable, resolved from defaults, then `.env`, then the environment."""
 
@@ -114,6 +109,9 @@ class Settings(BaseSettings):
     detectors: DetectorSuiteConfig = Field(default_factory=DetectorSuiteConfig)
     playbooks: PlaybookSettings = Field(default_factory=PlaybookSettings)
     paging: PagingSettings = Field(default_factory=PagingSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
     log_level: str = "INFO"
 
     def masked(self) -> dict[str, Any]:
