@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from mlwarden.responders.base import StepContext
+from mlwarden.responders.base import Responder, StepContext
 from mlwarden.responders.params import RollbackParams
 from mlwarden.responders.registry_base import RegistryVersion
 from mlwarden.responders.rollback import (
@@ -98,6 +98,11 @@ def test_settings_never_print_secrets() -> None:
     )
     shown = repr(settings) + str(settings.model_dump()) + settings.model_dump_json()
     assert "very-secret" not in shown
+
+
+def test_the_responder_is_a_rollback_params_responder() -> None:
+    responder: Responder[RollbackParams] = RollbackResponder({})  # checked by mypy --strict
+    assert callable(responder)
 
 
 async def test_a_registry_that_is_not_configured_is_a_permanent_error_naming_the_setting() -> None:
