@@ -175,7 +175,8 @@ def query_body(record: dict[str, Any], scope: SnapshotScope) -> dict[str, Any]:
     body["@timestamp"] = format_timestamp(_epoch(record.get("timestamp")))
     body["message"] = (
         f"query {record.get('event_id')} by client {client_id} to model {model_id} "
-        f"v{model_version}: prediction {prediction}"
+        f"v{model_version}: prediction {prediction}; evidence of the {trigger.kind.value} "
+        f"alert from {trigger.detector}"
     )
     body["event"] |= {"kind": "event", "id": _text(record.get("event_id"))}
     body["rule"] = _rule(trigger, scope)

@@ -329,7 +329,7 @@ def _unsupported(node: tree.Item) -> str:
         tree.Fuzzy: "fuzzy matching (~)",
         tree.Proximity: 'proximity ("a b"~2)',
         tree.Boost: "boosts (^)",
-        tree.Regex: "regular expressions (/…/)",
+        tree.Regex: "regular expressions (/…/; escape a literal slash: \\/v1\\/score)",
     }
     what = next((label for kind, label in names.items() if isinstance(node, kind)), None)
     if what is None:

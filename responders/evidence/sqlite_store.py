@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS evidence (
-    rowid INTEGER PRIMARY KEY,
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: it keys the FTS rows
     id TEXT NOT NULL UNIQUE,
     incident_id TEXT NOT NULL,
     seq INTEGER NOT NULL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 
 import pytest
@@ -94,7 +95,7 @@ def test_chain_links_each_document_to_the_one_before() -> None:
     documents = chain_documents(bodies, scope(), GENESIS)
     assert [d.seq for d in documents] == [1, 2, 3, 4, 5]
     assert documents[0].prev_hash == GENESIS_HASH
-    for before, after in zip(documents, documents[1:], strict=False):
+    for before, after in itertools.pairwise(documents):
         assert after.prev_hash == before.hash
     assert all(content_hash(d.source) == d.hash for d in documents)
     more = chain_documents(bodies[:1], scope("inc/pb/other"), documents[-1].link)

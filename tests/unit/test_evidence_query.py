@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 
@@ -207,7 +208,8 @@ def test_any_string_parses_or_raises_the_one_error_type(text: str) -> None:
     try:
         query = parse(text)
     except EvidenceQueryError as exc:
-        assert str(exc)
+        message = str(exc)
+        assert message
         return
     to_elasticsearch(query)
     run_sql(database(), query)
@@ -259,7 +261,5 @@ _queries = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(_queries)
 def test_translating_any_query_tree_gives_runnable_sql_and_json_dsl(query: Query) -> None:
-    import json
-
     json.dumps(to_elasticsearch(query))
     run_sql(database(), query)
