@@ -209,6 +209,8 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0])
     if origin in (list, typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
             found = _model_in(arg)

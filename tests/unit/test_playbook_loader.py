@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlwarden.playbooks.loader import load_playbook, load_playbooks, parse_playbook
-from mlwarden.playbooks.model import PageParams, Playbook
+from mlwarden.playbooks.model import Playbook
 from mlwarden.playbooks.shipped import library_dir
 from mlwarden.playbooks.yaml_source import MAX_BYTES
+from mlwarden.responders.params import PageParams
 from mlwarden.schemas.alert import AlertKind
 from mlwarden.schemas.errors import PlaybookError, SourceLocation
 
@@ -58,7 +59,7 @@ def test_misspelled_field_names_the_key_and_suggests_the_right_one() -> None:
     assert lines(error) == [
         f"{path}:5:5: steps[0].page.message: missing required field 'message'",
         f"{path}:7:7: steps[0].page.mesage: unknown field 'mesage' (did you mean 'message'?); "
-        "allowed here: message, severity",
+        "allowed here: message, severity, service",
     ]
     assert error.location == SourceLocation(str(path), 5, 5)
     assert error.field_path == "steps[0].page.message"
@@ -68,7 +69,9 @@ def test_unknown_step_type_lists_the_known_types() -> None:
     path = INVALID / "unknown_step_type.yaml"
     error = refusal(path)
     assert str(error) == (
-        f"{path}:7:5: steps[1]: unknown step type 'rate_limt'; known step types: page"
+        f"{path}:7:5: steps[1]: unknown step type 'rate_limt' (did you mean 'rate_limit'?); "
+        "known step types: rate_limit, snapshot_evidence, rollback_model, page, notify, wait, "
+        "require_approval"
     )
 
 

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mlwarden.playbooks.model import Match, PageParams, Playbook, Step, severity_rank
+from mlwarden.playbooks.model import Match, Playbook, Step, severity_rank
+from mlwarden.playbooks.steps import render_params
 from mlwarden.playbooks.templates import TemplateRenderError
+from mlwarden.responders.params import PageParams, RateLimitParams
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
 
 T = datetime(2026, 11, 23, 14, 5, tzinfo=UTC)
@@ -48,7 +50,22 @@ def test_severity_order_is_info_warning_critical() -> None:
         ({"kinds": ["abuse"]}, {}, True),
         ({"kinds": ["drift"]}, {}, False),
         ({"kinds": ["abuse"], "detectors": ["query_budget"]}, {}, True),
-        ({"kinds": ["abuse"], "detectors": ["other"]}, {}, False),
+        ({"kinds": ["abuse"], "detectors": ["prada"]}, {}, False),
+        ({"kinds": ["abuse"], "model_id": "fraud-*"}, {}, True),
+        ({"kinds": ["abuse"], "model_id": "Fraud-*"}, {}, False),
+        ({"kinds": ["abuse"], "model_version": "3"}, {}, True),
+        ({"kinds": ["abuse"], "client_id": "c-*"}, {"client_id": None}, False),
+        ({"kinds": ["abuse"], "client_id": "c-4?"}, {}, True),
+        (
+            {"kinds": ["abuse"], "labels": {"pattern": "syb*"}},
+            {"labels": {"pattern": "sybil"}},
+            True,
+        ),
+        ({"kinds": ["abuse"], "labels": {"pattern": "sybil"}}, {}, False),
+        ({"kinds": ["abuse"], "condition": "score > `100`"}, {}, True),
+        ({"kinds": ["abuse"], "condition": "score > `1000`"}, {}, False),
+        ({"kinds": ["abuse"], "condition": "evidence.queries_in_window > 'x'"}, {}, False),
+        ({"kinds": ["abuse"], "condition": "labels.pattern != 'sybil'"}, {}, True),
         ({"kinds": ["abuse"], "min_severity": "warning"}, {}, True),
         ({"kinds": ["abuse"], "min_severity": "critical"}, {}, False),
         ({"kinds": ["abuse"], "min_severity": "info"}, {"severity": "info"}, True),
@@ -77,9 +94,10 @@ def test_a_step_exposes_its_type_and_params() -> None:
     ("raw", "problem"),
     [
         ({}, "found keys: nothing"),
-        ({"page": {"message": "x"}, "rollback_model": {}}, "found keys: page, rollback_model"),
+        ({"page": {"message": "x"}, "rollback_model": {}}, "found page, rollback_model"),
+        ({"when": "x"}, "found keys: when"),
         ({"pgae": {"message": "x"}}, "unknown step type 'pgae' (did you mean 'page'?)"),
-        ("page", "a step is a one-key mapping"),
+        ("page", "a step is a mapping with one step type"),
     ],
 )
 def test_malformed_steps_are_refused(raw: Any, problem: str) -> None:
@@ -95,9 +113,28 @@ def test_playbook_names_cannot_break_idempotency_keys() -> None:
 
 
 def test_models_are_frozen() -> None:
-    params = PageParams(message="x")
+    step = Step.model_validate({"page": {"message": "x"}})
     with pytest.raises(ValidationError):
-        params.message = "y"
+        step.when = "y"
+
+
+def test_step_options_and_defaults() -> None:
+    step = Step.model_validate(
+        {
+            "rate_limit": {"action": "block"},
+            "when": "alert.score > `1`",
+            "timeout": "5s",
+            "retries": 4,
+            "on_failure": "abort",
+        }
+    )
+    assert step.step_type == "rate_limit"
+    assert step.retries == 4
+    assert step.deadline_after().total_seconds() == 5
+    approval = Step.model_validate({"require_approval": None})
+    assert approval.deadline_after().total_seconds() == 3600
+    assert Step.model_validate({"snapshot_evidence": None}).step_type == "snapshot_evidence"
+    assert Step.model_validate({"wait": "5m"}).params.total_seconds() == 300  # type: ignore[union-attr]
 
 
 def test_templates_render_alert_fields_and_evidence() -> None:
@@ -105,13 +142,21 @@ def test_templates_render_alert_fields_and_evidence() -> None:
         message="{{ alert.client_id }} {{ alert.score | int }} "
         "{{ alert.evidence.queries_in_window }}"
     )
-    assert params.render(make_alert()) == "c-42 180 30"
+    assert render_params(params, make_alert()) == PageParams(message="c-42 180 30")
+
+
+def test_rendered_params_are_validated_again() -> None:
+    params = RateLimitParams(action="block", client_id="{{ alert.client_id }}")  # type: ignore[arg-type]
+    assert render_params(params, make_alert()).client_id == "c-42"  # type: ignore[attr-defined]
+    empty = PageParams(message="{{ alert.evidence.empty }}")
+    with pytest.raises(ValidationError):
+        render_params(empty, make_alert(evidence={"empty": ""}))
 
 
 def test_a_template_valid_at_load_can_still_fail_on_a_real_alert() -> None:
-    params = PageParams(message="{{ alert.evidence.missing_key }}")  # every key exists at load
+    params = Step.model_validate({"page": {"message": "{{ alert.evidence.missing_key }}"}})
     with pytest.raises(TemplateRenderError, match="missing_key"):
-        params.render(make_alert())
+        render_params(params.params, make_alert())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -120,11 +165,22 @@ def test_a_template_valid_at_load_can_still_fail_on_a_real_alert() -> None:
 )
 def test_unsafe_or_broken_templates_fail_at_load(template: str) -> None:
     with pytest.raises(ValidationError, match="template"):
-        PageParams(message=template)
+        Step.model_validate({"page": {"message": template}})
 
 
-def test_json_schema_says_a_step_has_exactly_one_key() -> None:
+def test_json_schema_lists_every_step_type() -> None:
     schema = Playbook.model_json_schema()
     step = schema["$defs"]["Step"]
-    assert step["minProperties"] == step["maxProperties"] == 1
-    assert set(step["properties"]) == {"page"}
+    assert {
+        "rate_limit",
+        "snapshot_evidence",
+        "rollback_model",
+        "page",
+        "notify",
+        "wait",
+        "require_approval",
+        "when",
+        "timeout",
+        "retries",
+        "on_failure",
+    } <= set(step["properties"])
