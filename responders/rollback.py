@@ -200,6 +200,8 @@ class RollbackResponder:
 
         record = await registry.load_record(model, rid, ctx.remaining_s())
         if record is not None and record.get("state") == _DONE:
+            if not all(isinstance(record.get(key), str) for key in _RESULT_KEYS):
+                raise _unreadable_record(model)
             _LOG.info("rollback of %s@%s already done by this step; not repeating", model, alias)
             return _result(record, noop=True)
 
@@ -212,7 +214,8 @@ class RollbackResponder:
             )
 
         if record is not None:  # an earlier attempt wrote down its target, then stopped
-            before, target = int(record["before_version"]), int(record["after_version"])
+            before, target = _pending_versions(record, model)
+            record = {**record, "registry": registry.name, "model": model, "alias": alias}
             if current not in (before, target):
                 raise ResponderError(
                     f"alias {alias!r} of {model!r} moved to version {current} while this step "
@@ -265,6 +268,21 @@ class RollbackResponder:
         done = {**record, "state": _DONE, "noop": noop, "finished_at": time.time()}
         await registry.save_record(model, rid, done, ctx.remaining_s())
         return _result(done, noop=noop)
+
+
+def _pending_versions(record: Mapping[str, Any], model: str) -> tuple[int, int]:
+    try:
+        return int(record["before_version"]), int(record["after_version"])
+    except (KeyError, TypeError, ValueError):
+        raise _unreadable_record(model) from None
+
+
+def _unreadable_record(model: str) -> ResponderError:
+    return ResponderError(
+        f"the rollback record of this step on {model!r} is unreadable (was it edited?); "
+        "check the alias by hand, then delete the record to let the step run again",
+        retryable=False,
+    )
 
 
 def _result(record: Mapping[str, Any], *, noop: bool) -> StepResult:

@@ -248,3 +248,21 @@ async def test_a_registry_that_is_down_is_a_retryable_error() -> None:
     assert raised.value.retryable is True
     assert TOKEN not in str(raised.value)
     assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "edited", [{"state": "done"}, {"state": "pending", "before_version": "three"}]
+)
+async def test_an_edited_record_is_refused_rather_than_guessed_at(
+    mlflow_server: MlflowServer, rollback: RollbackResponder, edited: dict[str, str]
+) -> None:
+    model = mlflow_server.register(versions=3)
+    ctx = context(model)
+    tag = RECORD_TAG_PREFIX + record_id(ctx.idempotency_key)
+    mlflow_server.post(
+        "registered-models/set-tag", {"name": model, "key": tag, "value": json.dumps(edited)}
+    )
+    with pytest.raises(ResponderError, match="unreadable") as raised:
+        await rollback(RollbackParams(model_name=model), ctx)
+    assert raised.value.retryable is False
+    assert mlflow_server.alias(model) == "3"
