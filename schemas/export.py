@@ -16,6 +16,7 @@ from mlwarden.schemas.action import ActionRecord
 from mlwarden.schemas.alert import Alert
 from mlwarden.schemas.control import ControlDecision
 from mlwarden.schemas.dead_letter import DeadLetter
+from mlwarden.schemas.incident import EngineCommand, IncidentSummary
 from mlwarden.schemas.telemetry import TelemetryRecord
 
 CONTRACTS: Final[dict[str, type[BaseModel]]] = {
@@ -24,7 +25,17 @@ CONTRACTS: Final[dict[str, type[BaseModel]]] = {
     "action": ActionRecord,
     "control": ControlDecision,
     "dead_letter": DeadLetter,
+    "incident": IncidentSummary,
+    "command": EngineCommand,
 }
+
+
+def _playbook_model() -> type[BaseModel]:
+    """The playbook schema's model (imported late: schemas/ must not import playbooks/ at
+    import time, since playbooks/ builds on schemas/)."""
+    from mlwarden.playbooks.model import Playbook
+
+    return Playbook
 
 COMMITTED_DIR: Final = Path(__file__).parent / "json"
 
@@ -32,7 +43,7 @@ COMMITTED_DIR: Final = Path(__file__).parent / "json"
 def render_schemas() -> dict[str, str]:
     """File name → JSON text, deterministic (sorted keys, trailing newline)."""
     rendered: dict[str, str] = {}
-    for name, model in CONTRACTS.items():
+    for name, model in {**CONTRACTS, "playbook": _playbook_model()}.items():
         schema = model.model_json_schema(mode="validation")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://mlwarden.dev/schemas/{name}.json"
