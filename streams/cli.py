@@ -166,6 +166,39 @@ def backtest(
 
 
 @app.command()
+def calibrate(
+    benign: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    false_alarm_rate: Annotated[
+        float,
+        typer.Option(min=1e-9, max=0.5, help="Share of benign clients allowed to alarm, ever."),
+    ] = 1e-3,
+) -> None:
+    """Fit PRADA's thresholds per model on a benign recording; print the setting to export.
+
+    PRADA's δ depends on the model and its users' data (the paper picks it by hand), so the
+    defaults raise about one false alarm per benign hour on the simulator's digits model.
+    Record a day of production traffic without known attackers and run this on it.
+    """
+    from mlwarden.detectors.prada_calibration import calibrate_limits
+    from mlwarden.streams.backtest import read_raw_lines
+    from mlwarden.streams.decode import decode_batch
+
+    settings = _settings()
+    decoded = decode_batch(read_raw_lines(benign), settings.worker.max_record_bytes)
+    records = sorted(decoded.records, key=lambda record: record.timestamp)
+    with console.status(f"replaying {len(records)} benign records through PRADA"):
+        limits = calibrate_limits(
+            records, false_alarm_rate=false_alarm_rate, config=settings.detectors.prada
+        )
+    overrides = {model: limit.model_dump() for model, limit in sorted(limits.items())}
+    for model, limit in overrides.items():
+        console.print(
+            f"{model}: delta {limit['delta']}, min_relative_spread {limit['min_relative_spread']}"
+        )
+    print(f"MLWARDEN_DETECTORS__PRADA__MODELS='{json.dumps(overrides, separators=(',', ':'))}'")
+
+
+@app.command()
 def demo(
     duration: Annotated[float, typer.Option(min=5, help="Seconds of generated traffic.")] = 30.0,
     seed: Annotated[int, typer.Option(help="Seed of the traffic generator.")] = 7,
