@@ -430,6 +430,7 @@ def _opened(
         fingerprints=[alert.fingerprint],
         resolve_after_s=0.0,
         realert_s=0.0,
+        last_repeat_at=now,  # the first notice is the steps themselves
     )
 
 

@@ -30,7 +30,10 @@ def parse_duration(text: str) -> timedelta:
     if not compact or _WHOLE.fullmatch(compact) is None:
         raise ValueError(f"{text!r} is not a duration ({EXAMPLES})")
     seconds = sum(float(value) * _UNIT_SECONDS[unit] for value, unit in _PART.findall(compact))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:  # past timedelta's ~2.7 million years
+        raise ValueError(f"{text!r} is too long to be a duration ({EXAMPLES})") from None
 
 
 def format_duration(value: timedelta) -> str:

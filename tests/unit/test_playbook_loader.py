@@ -177,7 +177,7 @@ def test_an_invalid_file_stops_the_directory_load(tmp_path: Path) -> None:
         load_playbooks(tmp_path)
 
 
-SHIPPED_TEXT = (library_dir() / "abuse.yaml").read_text()
+SHIPPED_TEXTS = [path.read_text() for path in sorted(library_dir().glob("*.yaml"))]
 _yaml_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
@@ -187,13 +187,18 @@ _yaml_values = st.recursive(
 
 @st.composite
 def _spliced(draw: st.DrawFn) -> str:
-    """The shipped playbook with a slice replaced: mostly-valid YAML that reaches validation."""
-    start = draw(st.integers(0, len(SHIPPED_TEXT)))
-    end = draw(st.integers(start, min(len(SHIPPED_TEXT), start + 40)))
-    return SHIPPED_TEXT[:start] + draw(st.text(max_size=20)) + SHIPPED_TEXT[end:]
+    """A shipped playbook with a slice replaced: mostly-valid YAML that reaches validation
+    (conditions, durations, templates, escalations, detector names)."""
+    text = draw(st.sampled_from(SHIPPED_TEXTS))
+    start = draw(st.integers(0, len(text)))
+    end = draw(st.integers(start, min(len(text), start + 40)))
+    filler = st.text(max_size=20) | st.sampled_from(
+        ["99999999999999d", "`", "{{", "}}", "'", "*", "&a", "escalate", "[", "-1", "0x"]
+    )
+    return text[:start] + draw(filler) + text[end:]
 
 
-@settings(deadline=None, max_examples=300)
+@settings(deadline=None, max_examples=600)
 @given(
     st.one_of(
         st.text(),
