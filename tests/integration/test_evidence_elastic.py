@@ -222,3 +222,50 @@ async def test_verify_detects_an_altered_and_a_deleted_document(
     ]
     assert content_hash(altered) != documents[2].hash
     assert result["last_seq"] == 7
+
+
+def test_the_cli_sets_up_searches_and_verifies_on_elasticsearch(
+    osmem: OsmemProcess,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from mlwarden.streams.cli_evidence import evidence_app
+
+    settings = evidence_settings(osmem.url, tmp_path / "spool")
+    env = {
+        "MLWARDEN_EVIDENCE__BACKEND": "elasticsearch",
+        "MLWARDEN_EVIDENCE__ELASTICSEARCH_URL": osmem.url,
+        "MLWARDEN_EVIDENCE__PLAIN_JSON_MEDIA_TYPE": "true",
+        "MLWARDEN_EVIDENCE__USE_DATA_STREAM": "false",
+        "MLWARDEN_EVIDENCE__INSTALL_ILM": "false",
+        "MLWARDEN_EVIDENCE__DATA_STREAM": settings.data_stream,
+        "MLWARDEN_EVIDENCE__SPOOL_DIR": str(settings.spool_dir),
+        "MLWARDEN_EVIDENCE__API_KEY": "c2VjcmV0",
+    }
+    runner = CliRunner()
+    result = runner.invoke(evidence_app, ["setup"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "index template mlwarden-evidence (index" in result.stdout
+    assert "c2VjcmV0" not in result.output
+
+    async def fill() -> None:
+        store = ElasticEvidenceStore.from_settings(settings)
+        await snapshot_two_incidents(store)
+        await store.close()
+
+    asyncio.run(fill())
+    result = runner.invoke(
+        evidence_app, ["search", "client.id:acct-1 AND rule.name:prada*", "--json"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 12  # 2 alerts + 10 queries
+    result = runner.invoke(evidence_app, ["verify", "fp-2"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "intact: 11 documents" in result.stdout
+    away = {**env, "MLWARDEN_EVIDENCE__ELASTICSEARCH_URL": "http://127.0.0.1:9"}
+    result = runner.invoke(evidence_app, ["search", "*"], env=away)
+    assert result.exit_code == 2
+    assert "unreachable" in result.output

@@ -15,7 +15,7 @@ from mlwarden.responders.evidence.responder import SnapshotEvidenceResponder
 from mlwarden.responders.evidence.sqlite_store import SqliteEvidenceStore
 from mlwarden.responders.evidence.verify import ProblemKind, verify_incident
 from mlwarden.responders.params import EvidenceSubject, SnapshotEvidenceParams
-from tests.unit.test_evidence_support import make_alert, make_context
+from tests.unit.test_evidence_support import T0, make_alert, make_context
 
 
 @pytest.fixture
@@ -112,6 +112,8 @@ async def test_search_by_fields_wildcards_ranges_and_free_text(store: SqliteEvid
         await hits("client.id:acct-1 AND @timestamp:[2026-11-23T13:50:10Z TO 2026-11-23T13:50:16Z}")
         == 4
     )
+    since = await store.search(parse_query("*"), since=T0, limit=100)
+    assert [d.source["event"]["kind"] for d in since] == ["alert", "alert"]  # queries are older
     newest = await store.search(parse_query("*"), limit=3)
     assert [d.source["event"]["kind"] for d in newest] == ["alert", "alert", "event"]
 
