@@ -22,21 +22,25 @@ opens a new incident (`<key>~<generation>`) on its next alert, unless within `re
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections import Counter
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from mlwarden.playbooks.conditions import holds
-from mlwarden.playbooks.execution import PARKING_TYPES, Session, StepRunner
-from mlwarden.playbooks.incidents import MAX_ALERTS, MAX_IDS, Incident, IncidentStore, bounded
-from mlwarden.playbooks.incidents import without_telemetry as stripped
+from mlwarden.playbooks.execution import Session, StepRunner
+from mlwarden.playbooks.grouping import (
+    check_responders,
+    folded,
+    group_key,
+    is_recovery,
+    opened,
+    policy,
+)
+from mlwarden.playbooks.incidents import MAX_IDS, Incident, IncidentStore, bounded
 from mlwarden.playbooks.locks import KeyedLocks
 from mlwarden.playbooks.matching import severity_rank
-from mlwarden.playbooks.model import Playbook, escalation_run, group_value
+from mlwarden.playbooks.model import Playbook, escalation_run
 from mlwarden.playbooks.reload import PlaybookSet
 from mlwarden.playbooks.silences import inhibiting, silencing
 from mlwarden.playbooks.summaries import summarize, when_data
@@ -56,7 +60,6 @@ from mlwarden.schemas.incident import (
 )
 
 DEFAULT_RETENTION: Final = timedelta(days=7)
-RECOVERY_LABEL: Final = ("status", "resolved")
 
 
 @dataclass(frozen=True)
@@ -85,20 +88,6 @@ class EngineOutput:
         self.expired += other.expired
         self.suppressed += other.suppressed
         self.refusals += other.refusals
-
-
-def group_key(playbook: Playbook, alert: Alert) -> tuple[str, dict[str, str | None]]:
-    """The mapping key of the incident `alert` belongs to under `playbook`, and its group."""
-    group = {name: group_value(alert, name) for name in playbook.group_by}
-    if playbook.group_by == ["fingerprint"]:
-        return alert.fingerprint, group
-    digest = hashlib.sha256(json.dumps(sorted(group.items())).encode()).hexdigest()[:24]
-    return f"grp-{digest}", group
-
-
-def is_recovery(alert: Alert) -> bool:
-    """A detector's "back to normal" alert: `labels.status == "resolved"`."""
-    return alert.labels.get(RECOVERY_LABEL[0]) == RECOVERY_LABEL[1]
 
 
 class PlaybookEngine:
@@ -177,7 +166,7 @@ class PlaybookEngine:
             ):
                 session = self._session(incident)
                 if alert.alert_id not in incident.alert_ids:
-                    session.save(**_folded(incident, alert, now))
+                    session.save(**folded(incident, alert, now))
                 out = self._out(session)
                 out.suppressed.append(
                     SuppressedAlert(alert.alert_id, "realert", incident.incident_id)
@@ -186,9 +175,9 @@ class PlaybookEngine:
             generation, incident = incident.generation + 1, None
         repeat = incident is not None and alert.alert_id not in incident.alert_ids
         if incident is None:
-            incident = _opened(key, generation, group, alert, now)
+            incident = opened(key, generation, group, alert, now)
         elif repeat:
-            incident = incident.model_copy(update=_folded(incident, alert, now))
+            incident = incident.model_copy(update=folded(incident, alert, now))
         names = [
             *incident.playbooks,
             *(p.name for p in members if p.name not in incident.playbooks),
@@ -197,7 +186,7 @@ class PlaybookEngine:
         for playbook in members:
             runs.setdefault(playbook.name, "active")
         incident = incident.model_copy(
-            update=_policy(incident, members) | {"playbooks": names, "runs": runs}
+            update=policy(incident, members) | {"playbooks": names, "runs": runs}
         )
         session = self._session(incident)
         session.save()
@@ -384,87 +373,6 @@ class PlaybookEngine:
         await self._runner.advance(session, retry_failed=False)
         session.save()  # refresh due_at even when nothing moved
         return self._out(session)
-
-
-def check_responders(
-    playbooks: Sequence[Playbook], responders: Mapping[str, Responder[Any]]
-) -> None:
-    """Refuse to start when a loaded playbook uses a step type nobody serves; say which."""
-    names = Counter(playbook.name for playbook in playbooks)
-    duplicates = sorted(name for name, count in names.items() if count > 1)
-    if duplicates:
-        raise ValueError(f"playbook names must be unique (they key step records): {duplicates}")
-    missing = sorted(
-        {
-            f"{step.step_type} (playbook {playbook.name})"
-            for playbook in playbooks
-            for steps in (playbook.steps, *(rule.steps for rule in playbook.escalate))
-            for step in steps
-            if step.step_type not in PARKING_TYPES and step.step_type not in responders
-        }
-    )
-    if missing:
-        raise ValueError(
-            f"no responder for step type(s): {', '.join(missing)}; "
-            f"configured responders: {', '.join(sorted(responders)) or 'none'}"
-        )
-
-
-def _opened(
-    key: str, generation: int, group: dict[str, str | None], alert: Alert, now: datetime
-) -> Incident:
-    return Incident(
-        incident_id=key if generation == 1 else f"{key}~{generation}",
-        key=key,
-        generation=generation,
-        group=group,
-        opened_at=now,
-        updated_at=now,
-        last_alert_at=now,
-        severity=alert.severity,
-        alert_count=1,
-        first_alert=stripped(alert),
-        latest_alert=alert,
-        alert_ids=[alert.alert_id],
-        alert_times=[alert.detected_at],
-        fingerprints=[alert.fingerprint],
-        resolve_after_s=0.0,
-        realert_s=0.0,
-        last_repeat_at=now,  # the first notice is the steps themselves
-    )
-
-
-def _folded(incident: Incident, alert: Alert, now: datetime) -> dict[str, Any]:
-    """The changes that fold a new alert into `incident`."""
-    severity = max(incident.severity, alert.severity, key=severity_rank)
-    fingerprints = incident.fingerprints
-    if alert.fingerprint not in fingerprints:
-        fingerprints = bounded(fingerprints, alert.fingerprint, MAX_ALERTS)
-    return {
-        "severity": severity,
-        "alert_count": incident.alert_count + 1,
-        "last_alert_at": now if not incident.closed else incident.last_alert_at,
-        "latest_alert": alert,
-        "recent_alerts": bounded(
-            incident.recent_alerts, stripped(incident.latest_alert), MAX_ALERTS
-        ),
-        "alert_ids": bounded(incident.alert_ids, alert.alert_id, MAX_IDS),
-        "alert_times": bounded(incident.alert_times, alert.detected_at, MAX_IDS),
-        "fingerprints": fingerprints,
-    }
-
-
-def _policy(incident: Incident, members: list[Playbook]) -> dict[str, Any]:
-    """Lifecycle settings: the longest any member playbook asks for, kept in the incident so
-    that a reload does not change an open incident's rules mid-way."""
-    resolve_after = max(p.resolve.after.total_seconds() for p in members)
-    realert = max(p.realert.total_seconds() for p in members)
-    repeats = [p.repeat_interval.total_seconds() for p in members if p.repeat_interval is not None]
-    return {
-        "resolve_after_s": max(incident.resolve_after_s, resolve_after),
-        "realert_s": max(incident.realert_s, realert),
-        "repeat_interval_s": min(repeats) if repeats else incident.repeat_interval_s,
-    }
 
 
 __all__ = [

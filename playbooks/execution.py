@@ -18,23 +18,21 @@ returned, so the record stream never claims more than the store knows.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_jsonable_python
 
 from mlwarden.playbooks import templates
 from mlwarden.playbooks.conditions import holds
+from mlwarden.playbooks.followups import FollowUps, guarded
 from mlwarden.playbooks.incidents import Incident, IncidentStore, RunStatus, StepEntry
 from mlwarden.playbooks.model import Playbook, escalation_run
 from mlwarden.playbooks.steps import (
-    DEFAULT_TIMEOUT,
     ApprovalParams,
     OnFailure,
     Step,
@@ -42,19 +40,16 @@ from mlwarden.playbooks.steps import (
 )
 from mlwarden.playbooks.summaries import due_at, run_names, when_data
 from mlwarden.responders.base import (
-    FollowsIncident,
     IncidentChange,
     Responder,
     RetryPolicy,
     StepContext,
     call_with_retries,
 )
-from mlwarden.responders.params import PageParams
 from mlwarden.schemas.action import ActionRecord, StepState
 from mlwarden.schemas.errors import ResponderError
 
 _LOG: Final = logging.getLogger(__name__)
-PARKING_TYPES: Final = frozenset({"wait", "require_approval"})
 
 
 @dataclass
@@ -89,6 +84,7 @@ class StepRunner:
     ) -> None:
         self._responders = responders
         self._playbooks = playbooks
+        self._follow = FollowUps(responders, playbooks)
 
     async def advance(self, session: Session, *, retry_failed: bool) -> None:
         """Walk every run of the incident that may move; escalations started on the way too."""
@@ -211,7 +207,7 @@ class StepRunner:
                 prompt = f"(prompt failed to render: {exc})"
             until = now + step.deadline_after()
             result = {"prompt": prompt, "approvers": params.approvers, "step": f"{run}/{index}"}
-            result["asked"] = await self._ask(session, playbook, f"{run}/{index}", prompt)
+            result["asked"] = await self._follow.ask(session, playbook, f"{run}/{index}", prompt)
             change(StepState.PENDING, result, None, until=until, awaiting_approval=True)
             return "parked"
         change(StepState.RUNNING, {}, None)
@@ -258,35 +254,11 @@ class StepRunner:
             attempt=attempt,
         )
         policy = RetryPolicy(retries=step.retries, initial_backoff=step.backoff)
-        return await _guarded(
+        return await guarded(
             lambda: call_with_retries(lambda: responder(rendered, ctx), policy, ctx.deadline),
             timeout,
             f"{step.step_type} step",
         )
-
-    async def _ask(self, session: Session, playbook: Playbook, step: str, prompt: str) -> Any:
-        """Page the approval request with Approve/Reject buttons when the page responder can
-        (`ask_approval`); the decision may also come from `mlwarden incidents approve`."""
-        ask = getattr(self._responders.get("page"), "ask_approval", None)
-        if not callable(ask):
-            return None
-        key = f"{session.incident.incident_id}/{step}#ask"
-        ctx = StepContext(
-            idempotency_key=key,
-            incident_id=session.incident.incident_id,
-            playbook=playbook.name,
-            alert=session.incident.latest_alert,
-            alerts=session.incident.alerts(),
-            deadline=time.monotonic() + DEFAULT_TIMEOUT.total_seconds(),
-        )
-        try:
-            return await _guarded(
-                lambda: ask(PageParams(message=prompt), ctx, step=step),
-                DEFAULT_TIMEOUT.total_seconds(),
-                "approval request",
-            )
-        except ResponderError as exc:
-            return {"error": str(exc)}
 
     def _change(
         self,
@@ -416,109 +388,4 @@ class StepRunner:
 
     async def follow_up(self, session: Session, change: IncidentChange, suffix: str) -> None:
         """Tell every succeeded step whose responder follows incidents about `change`, once."""
-        for skey, entry in list(session.incident.steps.items()):
-            run, index = skey.rsplit("/", 1)
-            playbook = self._playbooks().get(run.split("/", 1)[0])
-            if playbook is None or entry.state is not StepState.SUCCEEDED:
-                continue
-            step = playbook.run_steps(run)[int(index)]
-            responder = self._responders.get(step.step_type)
-            if responder is None or not callable(getattr(responder, "follow_up", None)):
-                continue
-            if entry.follow_ups.get(suffix) in (StepState.SUCCEEDED, StepState.FAILED):
-                continue
-            await self._one_follow_up(
-                session,
-                playbook,
-                run,
-                int(index),
-                step,
-                cast(FollowsIncident, responder),
-                change,
-                suffix,
-            )
-
-    async def _one_follow_up(
-        self,
-        session: Session,
-        playbook: Playbook,
-        run: str,
-        index: int,
-        step: Step,
-        responder: FollowsIncident,
-        change: IncidentChange,
-        suffix: str,
-    ) -> None:
-        skey = f"{run}/{index}"
-        key = f"{session.incident.steps[skey].idempotency_key}#{suffix}"
-
-        def record(state: StepState, result: dict[str, Any], error: str | None) -> None:
-            entry = session.incident.steps[skey]
-            updated = entry.model_copy(update={"follow_ups": {**entry.follow_ups, suffix: state}})
-            session.save(steps={**session.incident.steps, skey: updated})
-            session.records.append(
-                ActionRecord(
-                    incident_id=session.incident.incident_id,
-                    playbook=playbook.name,
-                    step_index=index,
-                    step_type=f"{step.step_type}#{change.value}",
-                    state=state,
-                    idempotency_key=key,
-                    alert_id=session.incident.latest_alert.alert_id,
-                    at=session.clock(),
-                    attempt=entry.attempts,
-                    result=result,
-                    error=error,
-                )
-            )
-
-        record(StepState.RUNNING, {}, None)
-        timeout = step.deadline_after().total_seconds()
-        ctx = StepContext(
-            idempotency_key=key,
-            incident_id=session.incident.incident_id,
-            playbook=playbook.name,
-            alert=session.incident.latest_alert,
-            alerts=session.incident.alerts(),
-            deadline=time.monotonic() + timeout,
-        )
-        earlier = session.incident.steps[skey].result
-        policy = RetryPolicy(retries=step.retries, initial_backoff=step.backoff)
-        try:
-            result = await _guarded(
-                lambda: call_with_retries(
-                    lambda: responder.follow_up(ctx, earlier, change), policy, ctx.deadline
-                ),
-                timeout,
-                f"{step.step_type} follow-up",
-            )
-        except ResponderError as exc:
-            record(StepState.FAILED, {"retryable": exc.retryable}, str(exc))
-        else:
-            record(StepState.SUCCEEDED, result, None)
-
-
-async def _guarded(call: Callable[[], Any], timeout_s: float, what: str) -> dict[str, Any]:
-    """Await `call()` within `timeout_s`; a timeout or a responder bug becomes ResponderError.
-
-    A bug in a responder must not crash the worker (which would replay the alert into the same
-    bug forever): it is logged with its traceback and recorded as a non-retryable failure.
-    """
-    try:
-        async with asyncio.timeout(timeout_s):
-            result = await call()
-    except TimeoutError:
-        raise ResponderError(f"{what} timed out after {timeout_s:g}s", retryable=True) from None
-    except ResponderError:
-        raise
-    except Exception as exc:
-        _LOG.exception("%s raised a bug, not a ResponderError", what)
-        raise ResponderError(
-            f"{what} crashed: {type(exc).__name__}: {exc}", retryable=False
-        ) from exc
-    jsonable = to_jsonable_python(result)
-    if not isinstance(jsonable, dict):
-        raise ResponderError(
-            f"{what} returned {type(result).__name__}, not a mapping", retryable=False
-        )
-    return jsonable
+        await self._follow.follow_up(session, change, suffix)
