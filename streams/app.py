@@ -7,6 +7,7 @@ response logic (STYLE.md §2), so backtest and tests run exactly the same code w
 
 from __future__ import annotations
 
+import logging
 from asyncio import get_running_loop as loop
 from collections import defaultdict
 from collections.abc import MutableMapping, Sequence
@@ -17,17 +18,22 @@ from typing import Any, cast
 import faust
 from faust.types import TP, EventT
 from mode import BaseSignalT
+from pydantic import ValidationError
 
 from mlwarden.detectors.registry import build_pipeline
-from mlwarden.playbooks.engine import PlaybookEngine
+from mlwarden.playbooks.engine import EngineOutput, PlaybookEngine
 from mlwarden.playbooks.loader import load_playbooks
 from mlwarden.playbooks.shipped import library_dir
-from mlwarden.responders.notify import NotifyResponder
-from mlwarden.responders.page import ConsolePager, PageResponder, Pager
 from mlwarden.schemas.alert import Alert
+from mlwarden.schemas.incident import EngineCommand
+from mlwarden.schemas.telemetry import TelemetryRecord
 from mlwarden.streams.decode import RawMessage, decode_batch
 from mlwarden.streams.partitions import PartitionedPipelines, partition_of_key
+from mlwarden.streams.recent import RecentTelemetry, attach_recent
+from mlwarden.streams.response import IncidentTable, build_responders
 from mlwarden.streams.settings import Settings
+
+_LOG = logging.getLogger(__name__)
 
 
 class PartitionSnapshotTable(faust.Table[str, Any]):
@@ -46,7 +52,7 @@ def broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
-def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
+def create_app(settings: Settings) -> faust.App:
     """Build the worker application from `settings` (one app per process)."""
     kafka, worker = settings.kafka, settings.worker
     app = faust.App(
@@ -69,13 +75,18 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
     )
     topics = kafka.topics
 
-    def raw_topic(name: str) -> faust.TopicT:
-        return app.topic(name, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
+    def raw_topic(name: str, partitions: int = kafka.partitions) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, partitions=partitions)
 
     telemetry_topic = raw_topic(topics.telemetry)
     dead_letter_topic = raw_topic(topics.dead_letters)
-    alerts_topic = raw_topic(topics.alerts)
+    # The response side sees every alert and command in one place (grouping, silences and
+    # inhibition span partitions of telemetry): one partition each. Alerts are few.
+    alerts_topic = raw_topic(topics.alerts, partitions=1)
+    commands_topic = raw_topic(topics.commands, partitions=1)
+    incidents_topic = raw_topic(topics.incidents, partitions=1)
     actions_topic = raw_topic(topics.actions)
+    controls_topic = raw_topic(topics.controls)
 
     detector_state = app.tables.add(
         PartitionSnapshotTable(
@@ -88,7 +99,7 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
     )
     incidents = app.Table(
         "incidents",
-        partitions=kafka.partitions,
+        partitions=1,
         help="Playbook step states per incident: what already ran is never run again.",
     )
 
@@ -100,17 +111,36 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
         # interval of events onto a snapshot that is at most one interval old.
         checkpoint_interval_s=worker.commit_interval_s,
     )
-    console = pager or ConsolePager()
+    clock = lambda: datetime.now(UTC)  # noqa: E731 - the engine's only view of time
+    incident_table = IncidentTable(incidents)
+
+    async def publish_control(key: bytes, value: bytes) -> None:
+        # Wait for the broker's acknowledgement: the decision must be durable before Redis.
+        await (await controls_topic.send(key=key, value=value))
+
+    responders = build_responders(
+        settings, publish_control=publish_control, incidents=incident_table, clock=clock
+    )
     engine = PlaybookEngine(
         load_playbooks(settings.playbooks.path or library_dir()),
-        {
-            "page": PageResponder({"console": console}),
-            "notify": NotifyResponder(console=ConsolePager()),
-        },
-        incidents,
-        clock=lambda: datetime.now(UTC),
-        unserved="fail",  # until the worker wires rate_limit, evidence and rollback responders
+        responders.by_step_type,
+        incident_table,
+        clock=clock,
     )
+    recent = RecentTelemetry()
+
+    async def publish(out: EngineOutput) -> None:
+        """Actions to the audit trail, incident summaries (and tombstones) for the CLI."""
+        for action in out.actions:
+            await actions_topic.send(
+                key=action.idempotency_key.encode(), value=action.model_dump_json().encode()
+            )
+        for summary in out.incidents:
+            await incidents_topic.send(
+                key=summary.incident_id.encode(), value=summary.model_dump_json().encode()
+            )
+        for incident_id in out.expired:
+            await incidents_topic.send(key=incident_id.encode(), value=None)
 
     # Detection runs on one thread beside the event loop, so a long batch never starves the
     # consumer's heartbeats (measured: with every detector on, a blocked loop lost its group
@@ -134,21 +164,52 @@ def create_app(settings: Settings, pager: Pager | None = None) -> faust.App:
                         key=dead.key, value=dead.original, headers=dead.headers()
                     )
                 alerts, snapshot_writes = await loop().run_in_executor(
-                    detection_thread, pipelines.update, tp.partition, decoded.records
+                    detection_thread, detect_batch, tp.partition, decoded.records
                 )
                 for key, value in snapshot_writes.items():
                     snapshot_table[key] = value
                 for alert in alerts:
                     await alerts_topic.send(key=alert.fingerprint.encode(), value=_json(alert))
 
+    def detect_batch(
+        partition: int, records: list[TelemetryRecord]
+    ) -> tuple[list[Alert], dict[str, Any]]:
+        """Detection plus the ring buffer of recent telemetry, off the event loop: an alert
+        leaves with its subject's latest queries, which evidence snapshots keep."""
+        alerts, writes = pipelines.update(partition, records)
+        return attach_recent(recent, records, alerts), writes
+
     @app.agent(alerts_topic)
     async def respond(stream: faust.StreamT[bytes]) -> None:
         async for payload in stream:
-            alert = Alert.model_validate_json(payload)
-            for action in (await engine.handle(alert)).actions:
-                await actions_topic.send(
-                    key=action.idempotency_key.encode(), value=action.model_dump_json().encode()
-                )
+            await publish(await engine.handle(Alert.model_validate_json(payload)))
+
+    @app.agent(commands_topic)
+    async def decide(stream: faust.StreamT[bytes]) -> None:
+        async for payload in stream:
+            try:
+                command = EngineCommand.model_validate_json(payload).root
+            except ValidationError as exc:
+                _LOG.error("ignored an invalid command on %s: %s", topics.commands, exc)
+                continue
+            out = await engine.command(command)
+            for refusal in out.refusals:
+                _LOG.warning("command %s refused: %s", command.command_id, refusal)
+            await publish(out)
+
+    async def tick() -> None:
+        """Once a second: waits that ended, approval timeouts, quiet-period resolves. Only the
+        worker that owns the single alerts partition owns the incidents."""
+        if TP(topics.alerts, 0) in app.assignor.assigned_actives():
+            await publish(await engine.tick())
+
+    app.timer(1.0, name="mlwarden.tick")(tick)  # app.timer is untyped: applied, not decorated
+
+    @app.on_before_shutdown.connect
+    async def _close_responders(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        await responders.aclose()
 
     @app.on_partitions_revoked.connect
     def _forget_revoked(

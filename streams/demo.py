@@ -193,6 +193,8 @@ def _show_action(console: Console, action: ActionRecord) -> bool:
     step = f"{action.playbook}#{action.step_index} {action.step_type} → {action.state.value}"
     console.print("[cyan]STEP[/cyan] " + escape(step + detail))
     delivered = action.step_type == "page" and action.state is StepState.SUCCEEDED
-    if delivered and "line" in action.result:
-        console.print("[bold magenta]" + escape(str(action.result["line"])) + "[/bold magenta]")
+    if delivered:
+        for pager in action.result.get("delivered", {}).values():
+            if "line" in pager:  # the console pager's own line
+                console.print("[bold magenta]" + escape(str(pager["line"])) + "[/bold magenta]")
     return delivered

@@ -25,7 +25,7 @@ import json
 import sys
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -160,3 +160,31 @@ class RecentTelemetry:
             _, buffer = self._buffers.popitem(last=False)
             self._bytes -= buffer.size
             self.evicted_keys += 1
+
+
+def attach_recent(
+    recent: RecentTelemetry, records: Sequence[TelemetryRecord], alerts: Sequence[Alert]
+) -> list[Alert]:
+    """Observe a detected batch and give each of its alerts the subject's telemetry *as of*
+    the alert: the records up to its `detected_at`, not the rest of the batch, so that a
+    busy client's later queries do not push the ones that tripped the alert out of the buffer.
+
+    `records` are in partition order, which is event-time order for one producer; alerts keep
+    their order.
+    """
+    stamps = sorted({alert.detected_at.timestamp() for alert in alerts})
+    attached: dict[str, list[dict[str, Any]]] = {}
+    start = 0
+    for stamp in stamps:
+        cut = start
+        while cut < len(records) and records[cut].timestamp <= stamp:
+            cut += 1
+        recent.observe(records[start:cut])
+        start = cut
+        for alert in alerts:
+            if alert.detected_at.timestamp() == stamp:
+                attached[alert.alert_id] = recent.for_alert(alert)
+    recent.observe(records[start:])
+    return [
+        alert.model_copy(update={"recent_telemetry": attached[alert.alert_id]}) for alert in alerts
+    ]

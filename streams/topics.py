@@ -29,15 +29,17 @@ def ensure_topics(kafka: KafkaSettings, timeout_s: float = 15.0) -> list[str]:
     try:
         existing = set(admin.list_topics())
         missing = [name for name in names if name not in existing]
+        topics = kafka.topics
+        # The response side reads every alert and command in one place: one partition each.
+        single = {topics.alerts, topics.commands, topics.incidents}
+        # Latest decision per client, latest summary per incident: what a restart must read.
+        compacted = {topics.controls, topics.incidents}
         new_topics = [
             NewTopic(
                 name,
-                num_partitions=kafka.partitions,
+                num_partitions=1 if name in single else kafka.partitions,
                 replication_factor=kafka.replication_factor,
-                # The latest decision per client is what a (re)starting gateway must read.
-                topic_configs={"cleanup.policy": "compact"}
-                if name == kafka.topics.controls
-                else {},
+                topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
             )
             for name in missing
         ]

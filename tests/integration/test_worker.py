@@ -33,8 +33,8 @@ BUDGET_ENV = {
 
 
 def comparable(alert: Alert) -> dict[str, object]:
-    """An alert without its wall-clock stamp, the one field a replay may change."""
-    return alert.model_dump(mode="json", exclude={"emitted_at"})
+    """An alert without its wall-clock stamp and the worker-attached telemetry sample."""
+    return alert.model_dump(mode="json", exclude={"emitted_at", "recent_telemetry"})
 
 
 def pages(bootstrap: str, topic: str) -> list[ActionRecord]:
@@ -98,6 +98,10 @@ def test_worker_processes_dead_letters_alerts_and_pages_once(
     backtested = run_backtest(STREAM, suite)
     assert backtested.records == len(valid)
     assert [comparable(a) for a in backtested.alerts] == [comparable(a) for a in alerts]
+    # The worker attaches the client's latest queries of its batch (for evidence).
+    recent = alerts[0].recent_telemetry
+    assert recent and {r["client_id"] for r in recent} == {"c-scraper-01"}
+    assert min(r["timestamp"] for r in recent) <= alerts[0].detected_at.timestamp()
 
     # Exactly one page for the incident.
     [page] = pages(broker.bootstrap, topics.actions)

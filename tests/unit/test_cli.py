@@ -86,6 +86,8 @@ def test_config_show_masks_secrets_and_reads_nested_variables(runner: CliRunner)
         ["config", "show"],
         env={
             "MLWARDEN_PAGING__SLACK_TOKEN": "xoxb-very-secret",
+            "MLWARDEN_PAGING__SLACK_CHANNEL": "C0SECURITY",
+            "MLWARDEN_RATE_LIMIT__REDIS_URL": "redis://:hunter2@redis-1:6379/0",
             "MLWARDEN_KAFKA__BOOTSTRAP": "kafka-1:9092,kafka-2:9092",
             "MLWARDEN_DETECTORS__QUERY_BUDGET__MODELS": json.dumps(
                 {"llm": {"rate_per_minute": 30, "burst": 10}}
@@ -94,6 +96,7 @@ def test_config_show_masks_secrets_and_reads_nested_variables(runner: CliRunner)
     )
     assert result.exit_code == 0, result.output
     assert "xoxb-very-secret" not in result.output
+    assert "hunter2" not in result.output
     shown = json.loads(result.output)
     assert shown["paging"]["slack_token"] == "**********"
     assert shown["kafka"]["bootstrap"] == "kafka-1:9092,kafka-2:9092"
