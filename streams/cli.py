@@ -20,6 +20,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
 
 from mlwarden.schemas.errors import MlwardenError
+from mlwarden.streams.cli_controls import controls_app
+from mlwarden.streams.cli_evidence import evidence_app
+from mlwarden.streams.cli_playbooks import incidents_app, playbooks_app, silence_app
 from mlwarden.streams.settings import Settings
 from mlwarden.streams.simulation.catalogue import ScenarioName
 
@@ -33,6 +36,11 @@ schema_app = typer.Typer(help="Contract JSON Schemas.", no_args_is_help=True)
 config_app = typer.Typer(help="Resolved configuration.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
 app.add_typer(config_app, name="config")
+app.add_typer(playbooks_app, name="playbooks")
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(silence_app, name="silence")
+app.add_typer(controls_app, name="controls")
+app.add_typer(evidence_app, name="evidence")
 
 console = Console(stderr=True)
 
