@@ -37,6 +37,7 @@ def _playbook_model() -> type[BaseModel]:
 
     return Playbook
 
+
 COMMITTED_DIR: Final = Path(__file__).parent / "json"
 
 
