@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -23,7 +22,7 @@ from mlwarden.schemas.errors import MlwardenError
 from mlwarden.streams.cli_controls import controls_app
 from mlwarden.streams.cli_evidence import evidence_app
 from mlwarden.streams.cli_playbooks import incidents_app, playbooks_app, silence_app
-from mlwarden.streams.settings import Settings
+from mlwarden.streams.cli_support import load_settings as _settings
 from mlwarden.streams.simulation.catalogue import ScenarioName
 
 app = typer.Typer(
@@ -43,17 +42,6 @@ app.add_typer(controls_app, name="controls")
 app.add_typer(evidence_app, name="evidence")
 
 console = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    """Settings from the environment, or a clear exit naming the bad variable."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            name = "MLWARDEN_" + "__".join(str(part) for part in error["loc"]).upper()
-            console.print(f"[red]config error[/red] {name}: {error['msg']}")
-        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import typer
 from aiokafka import AIOKafkaProducer
-from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from rich.console import Console
@@ -28,6 +27,7 @@ from mlwarden.responders.controls_store import (
 )
 from mlwarden.schemas.control import ControlAction, ControlDecision
 from mlwarden.schemas.errors import MlwardenError
+from mlwarden.streams.cli_support import load_settings
 from mlwarden.streams.settings import Settings
 
 controls_app = typer.Typer(
@@ -50,16 +50,6 @@ KeyPrefix = Annotated[
     ),
 ]
 _DEFAULT_URL = "redis://127.0.0.1:6379/0"
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            name = "MLWARDEN_" + "__".join(str(part) for part in error["loc"]).upper()
-            _err.print(f"[red]config error[/red] {name}: {error['msg']}")
-        raise typer.Exit(2) from None
 
 
 def _store(redis_url: str, key_prefix: str) -> ControlsStore:
@@ -138,7 +128,7 @@ def lift(
     Without --model it lifts the client's decision on all models and every model-scoped one
     Redis knows of.
     """
-    settings = _settings()
+    settings = load_settings()
     store = _store(redis_url, key_prefix)
     try:
         lifted = asyncio.run(
@@ -219,7 +209,7 @@ def sync(
     timeout_s: Annotated[float, typer.Option(help="Longest time to read the topic.")] = 60.0,
 ) -> None:
     """Rebuild Redis from the controls topic (after a Redis outage, flush or move)."""
-    settings = _settings()
+    settings = load_settings()
     store = _store(redis_url, key_prefix)
 
     async def run() -> Any:
