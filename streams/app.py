@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import faust
 from faust.types import TP, EventT
+from faust.web import Request, Response, View
 from mode import BaseSignalT
 from pydantic import ValidationError
 
@@ -32,6 +33,7 @@ from mlwarden.streams.partitions import PartitionedPipelines, partition_of_key
 from mlwarden.streams.recent import RecentTelemetry, attach_recent
 from mlwarden.streams.response import IncidentTable, build_responders
 from mlwarden.streams.settings import Settings
+from mlwarden.streams.slack_endpoint import handle_slack_action
 
 _LOG = logging.getLogger(__name__)
 
@@ -196,6 +198,23 @@ def create_app(settings: Settings) -> faust.App:
             for refusal in out.refusals:
                 _LOG.warning("command %s refused: %s", command.command_id, refusal)
             await publish(out)
+
+    if settings.paging.slack_signing_secret is not None:
+        signing_secret = settings.paging.slack_signing_secret
+
+        async def send_command(key: bytes, value: bytes) -> None:
+            await (await commands_topic.send(key=key, value=value))
+
+        class SlackActions(View):
+            """POST /slack/actions: Slack's interactivity request URL (approval buttons)."""
+
+            async def post(self, request: Request) -> Response:
+                status, body = await handle_slack_action(
+                    await request.read(), request.headers, signing_secret, send_command, clock
+                )
+                return self.json(body, status=status)
+
+        app.page("/slack/actions")(SlackActions)
 
     async def tick() -> None:
         """Once a second: waits that ended, approval timeouts, quiet-period resolves. Only the
