@@ -19,7 +19,6 @@ returned, so the record stream never claims more than the store knows.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlwarden.playbooks import templates
 from mlwarden.playbooks.conditions import holds
-from mlwarden.playbooks.followups import FollowUps, guarded
+from mlwarden.playbooks.followups import FollowUps, step_call
 from mlwarden.playbooks.incidents import Incident, IncidentStore, RunStatus, StepEntry
 from mlwarden.playbooks.model import Playbook, escalation_run
 from mlwarden.playbooks.steps import (
@@ -42,9 +41,6 @@ from mlwarden.playbooks.summaries import due_at, run_names, when_data
 from mlwarden.responders.base import (
     IncidentChange,
     Responder,
-    RetryPolicy,
-    StepContext,
-    call_with_retries,
 )
 from mlwarden.schemas.action import ActionRecord, StepState
 from mlwarden.schemas.errors import ResponderError
@@ -111,17 +107,7 @@ class StepRunner:
                     if not self._wait_over(session, entry):
                         session.set_run(run, "parked")
                         return
-                    self._change(
-                        session,
-                        playbook,
-                        run,
-                        index,
-                        step,
-                        StepState.SUCCEEDED,
-                        entry.result,
-                        None,
-                        attempts=entry.attempts,
-                    )
+                    self._settle(session, playbook, run, index, StepState.SUCCEEDED, entry.result)
                     continue
                 if entry.state is StepState.FAILED and (
                     entry.result.get("final") or not retry_failed
@@ -242,22 +228,14 @@ class StepRunner:
                 retryable=False,
             )
         rendered = render_params(params, incident.latest_alert)
-        timeout = step.deadline_after().total_seconds()
-        ctx = StepContext(
-            idempotency_key=key,
-            incident_id=incident.incident_id,
-            playbook=playbook.name,
-            alert=incident.latest_alert,
-            alerts=incident.alerts(),
-            # Outbound deadlines are monotonic (StepContext's contract), not incident time.
-            deadline=time.monotonic() + timeout,
-            attempt=attempt,
-        )
-        policy = RetryPolicy(retries=step.retries, initial_backoff=step.backoff)
-        return await guarded(
-            lambda: call_with_retries(lambda: responder(rendered, ctx), policy, ctx.deadline),
-            timeout,
+        return await step_call(
+            session,
+            playbook,
+            step,
+            key,
+            lambda ctx: responder(rendered, ctx),
             f"{step.step_type} step",
+            attempt,
         )
 
     def _change(
@@ -308,6 +286,21 @@ class StepRunner:
             )
         )
 
+    def _settle(
+        self,
+        session: Session,
+        playbook: Playbook,
+        run: str,
+        index: int,
+        state: StepState,
+        result: dict[str, Any],
+        error: str | None = None,
+    ) -> None:
+        """Move a step that already has an entry (parked, pending) on, keeping its attempts."""
+        step = playbook.run_steps(run)[index]
+        attempts = session.incident.steps[f"{run}/{index}"].attempts
+        self._change(session, playbook, run, index, step, state, result, error, attempts=attempts)
+
     def decide(
         self,
         session: Session,
@@ -320,50 +313,22 @@ class StepRunner:
         comment: str,
     ) -> None:
         """Settle a pending approval: succeeded (the run goes on) or failed for good."""
-        step = playbook.run_steps(run)[index]
         entry = session.incident.steps[f"{run}/{index}"]
         result = {**entry.result, "approved" if approved else "rejected": by, "comment": comment}
         if approved:
-            self._change(
-                session,
-                playbook,
-                run,
-                index,
-                step,
-                StepState.SUCCEEDED,
-                result,
-                None,
-                attempts=entry.attempts,
-            )
+            self._settle(session, playbook, run, index, StepState.SUCCEEDED, result)
         else:
-            self._change(
-                session,
-                playbook,
-                run,
-                index,
-                step,
-                StepState.FAILED,
-                {**result, "final": True},
-                f"rejected by {by}",
-                attempts=entry.attempts,
+            final = {**result, "final": True}
+            self._settle(
+                session, playbook, run, index, StepState.FAILED, final, f"rejected by {by}"
             )
         session.set_run(run, "active")
 
     def expire_approval(self, session: Session, playbook: Playbook, run: str, index: int) -> None:
         """A pending approval whose timeout passed fails for good."""
-        step = playbook.run_steps(run)[index]
-        entry = session.incident.steps[f"{run}/{index}"]
-        self._change(
-            session,
-            playbook,
-            run,
-            index,
-            step,
-            StepState.FAILED,
-            {**entry.result, "final": True},
-            "nobody approved before the timeout",
-            attempts=entry.attempts,
-        )
+        result = {**session.incident.steps[f"{run}/{index}"].result, "final": True}
+        timed_out = "nobody approved before the timeout"
+        self._settle(session, playbook, run, index, StepState.FAILED, result, timed_out)
         session.set_run(run, "active")
 
     def drop_parked(self, session: Session) -> None:
@@ -373,17 +338,15 @@ class StepRunner:
                 run, index = skey.rsplit("/", 1)
                 playbook = self._playbooks().get(run.split("/", 1)[0])
                 if playbook is not None:
-                    step = playbook.run_steps(run)[int(index)]
-                    self._change(
+                    resolved = "the incident was resolved first"
+                    self._settle(
                         session,
                         playbook,
                         run,
                         int(index),
-                        step,
                         StepState.SKIPPED,
                         entry.result,
-                        "the incident was resolved first",
-                        attempts=entry.attempts,
+                        resolved,
                     )
 
     async def follow_up(self, session: Session, change: IncidentChange, suffix: str) -> None:

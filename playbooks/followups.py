@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from pydantic_core import to_jsonable_python
@@ -55,14 +55,7 @@ class FollowUps:
         if not callable(ask):
             return None
         key = f"{session.incident.incident_id}/{step}#ask"
-        ctx = StepContext(
-            idempotency_key=key,
-            incident_id=session.incident.incident_id,
-            playbook=playbook.name,
-            alert=session.incident.latest_alert,
-            alerts=session.incident.alerts(),
-            deadline=time.monotonic() + DEFAULT_TIMEOUT.total_seconds(),
-        )
+        ctx = incident_context(session, playbook, key, DEFAULT_TIMEOUT.total_seconds())
         try:
             return await guarded(
                 lambda: ask(PageParams(message=prompt), ctx, step=step),
@@ -131,29 +124,57 @@ class FollowUps:
             )
 
         record(StepState.RUNNING, {}, None)
-        timeout = step.deadline_after().total_seconds()
-        ctx = StepContext(
-            idempotency_key=key,
-            incident_id=session.incident.incident_id,
-            playbook=playbook.name,
-            alert=session.incident.latest_alert,
-            alerts=session.incident.alerts(),
-            deadline=time.monotonic() + timeout,
-        )
         earlier = session.incident.steps[skey].result
-        policy = RetryPolicy(retries=step.retries, initial_backoff=step.backoff)
         try:
-            result = await guarded(
-                lambda: call_with_retries(
-                    lambda: responder.follow_up(ctx, earlier, change), policy, ctx.deadline
-                ),
-                timeout,
+            result = await step_call(
+                session,
+                playbook,
+                step,
+                key,
+                lambda ctx: responder.follow_up(ctx, earlier, change),
                 f"{step.step_type} follow-up",
             )
         except ResponderError as exc:
             record(StepState.FAILED, {"retryable": exc.retryable}, str(exc))
         else:
             record(StepState.SUCCEEDED, result, None)
+
+
+def incident_context(
+    session: Session, playbook: Playbook, key: str, timeout_s: float, attempt: int = 1
+) -> StepContext:
+    """What a responder is told of `session`'s incident, with a deadline `timeout_s` from now.
+
+    Outbound deadlines are monotonic (StepContext's contract), not incident time.
+    """
+    incident = session.incident
+    return StepContext(
+        idempotency_key=key,
+        incident_id=incident.incident_id,
+        playbook=playbook.name,
+        alert=incident.latest_alert,
+        alerts=incident.alerts(),
+        deadline=time.monotonic() + timeout_s,
+        attempt=attempt,
+    )
+
+
+async def step_call(
+    session: Session,
+    playbook: Playbook,
+    step: Step,
+    key: str,
+    call: Callable[[StepContext], Awaitable[Any]],
+    what: str,
+    attempt: int = 1,
+) -> dict[str, Any]:
+    """`call(ctx)` under `step`'s timeout and retry policy, `guarded`; `what` names it."""
+    timeout = step.deadline_after().total_seconds()
+    ctx = incident_context(session, playbook, key, timeout, attempt)
+    policy = RetryPolicy(retries=step.retries, initial_backoff=step.backoff)
+    return await guarded(
+        lambda: call_with_retries(lambda: call(ctx), policy, ctx.deadline), timeout, what
+    )
 
 
 async def guarded(call: Callable[[], Any], timeout_s: float, what: str) -> dict[str, Any]:
