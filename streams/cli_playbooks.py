@@ -250,18 +250,18 @@ PlaybookOpt = Annotated[str | None, typer.Option("--playbook", help="Playbook of
 CommentOpt = Annotated[str, typer.Option("--comment")]
 
 
-@incidents_app.command("approve")
-def approve(
+def _decide(
+    kind: type[ApproveCommand | RejectCommand],
     incident_id: str,
-    by: By,
-    step: StepOpt = None,
-    playbook: PlaybookOpt = None,
-    comment: CommentOpt = "",
+    by: str,
+    step: int | None,
+    playbook: str | None,
+    comment: str,
 ) -> None:
-    """Approve the step waiting for a human: the steps after it run."""
+    """Send the approval or rejection of the step waiting for a human."""
     command_id, now = _ids()
     _send(
-        ApproveCommand(
+        kind(
             command_id=command_id,
             issued_at=now,
             by=by,
@@ -271,6 +271,18 @@ def approve(
             comment=comment,
         )
     )
+
+
+@incidents_app.command("approve")
+def approve(
+    incident_id: str,
+    by: By,
+    step: StepOpt = None,
+    playbook: PlaybookOpt = None,
+    comment: CommentOpt = "",
+) -> None:
+    """Approve the step waiting for a human: the steps after it run."""
+    _decide(ApproveCommand, incident_id, by, step, playbook, comment)
 
 
 @incidents_app.command("reject")
@@ -282,18 +294,7 @@ def reject(
     comment: CommentOpt = "",
 ) -> None:
     """Reject the step waiting for a human: the steps after it never run."""
-    command_id, now = _ids()
-    _send(
-        RejectCommand(
-            command_id=command_id,
-            issued_at=now,
-            by=by,
-            incident_id=incident_id,
-            step=step,
-            playbook=playbook,
-            comment=comment,
-        )
-    )
+    _decide(RejectCommand, incident_id, by, step, playbook, comment)
 
 
 @incidents_app.command("resolve")
