@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final, cast
+from typing import Any, Final, TypedDict, Unpack, cast
 
 import redis
 import redis.asyncio
@@ -115,18 +115,29 @@ class _Entry:
     decisions: tuple[ControlDecision | None, ...]
 
 
+class EnforcerOptions(TypedDict, total=False):
+    """Keyword options of both enforcers (and their `from_url`); defaults in `_EnforcerCore`."""
+
+    key_prefix: str
+    limits_prefix: str
+    cache_ttl_s: float
+    cache_size: int
+    fail_open: bool
+    clock: Callable[[], float]
+
+
 class _EnforcerCore:
     """What both enforcers share: keys, the decision cache, verdicts, the failure policy."""
 
     def __init__(
         self,
         *,
-        key_prefix: str,
-        limits_prefix: str,
-        cache_ttl_s: float,
-        cache_size: int,
-        fail_open: bool,
-        clock: Callable[[], float],
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        limits_prefix: str = DEFAULT_LIMITS_PREFIX,
+        cache_ttl_s: float = 1.0,
+        cache_size: int = 100_000,
+        fail_open: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._prefix = key_prefix
         self.limits_prefix = limits_prefix
@@ -226,36 +237,23 @@ class Enforcer(_EnforcerCore):
     """Asyncio enforcement over a `redis.asyncio.Redis` client (shared with `limits`)."""
 
     def __init__(
-        self,
-        client: redis.asyncio.Redis[Any],
-        *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
-        limits_prefix: str = DEFAULT_LIMITS_PREFIX,
-        cache_ttl_s: float = 1.0,
-        cache_size: int = 100_000,
-        fail_open: bool = True,
-        clock: Callable[[], float] = time.time,
+        self, client: redis.asyncio.Redis[Any], **options: Unpack[EnforcerOptions]
     ) -> None:
-        super().__init__(
-            key_prefix=key_prefix,
-            limits_prefix=limits_prefix,
-            cache_ttl_s=cache_ttl_s,
-            cache_size=cache_size,
-            fail_open=fail_open,
-            clock=clock,
-        )
+        super().__init__(**options)
         self._redis = client
         pool = cast(Any, client.connection_pool)  # limits types its options as scalars
         storage = AsyncLimitsStorage(
             "async+redis://",
             implementation="redispy",
             connection_pool=pool,
-            key_prefix=limits_prefix,
+            key_prefix=self.limits_prefix,
         )
         self._limiter = AsyncMovingWindow(storage)
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 0.1, **options: Any) -> Enforcer:
+    def from_url(
+        cls, url: str, *, timeout_s: float = 0.1, **options: Unpack[EnforcerOptions]
+    ) -> Enforcer:
         """An enforcer with its own client; `timeout_s` bounds what a Redis outage costs."""
         client = redis.asyncio.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=no_retries()
@@ -294,33 +292,18 @@ class Enforcer(_EnforcerCore):
 class SyncEnforcer(_EnforcerCore):
     """The same enforcement over a blocking `redis.Redis` client, for threaded servers."""
 
-    def __init__(
-        self,
-        client: redis.Redis[Any],
-        *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
-        limits_prefix: str = DEFAULT_LIMITS_PREFIX,
-        cache_ttl_s: float = 1.0,
-        cache_size: int = 100_000,
-        fail_open: bool = True,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            key_prefix=key_prefix,
-            limits_prefix=limits_prefix,
-            cache_ttl_s=cache_ttl_s,
-            cache_size=cache_size,
-            fail_open=fail_open,
-            clock=clock,
-        )
+    def __init__(self, client: redis.Redis[Any], **options: Unpack[EnforcerOptions]) -> None:
+        super().__init__(**options)
         self._redis = client
         storage = LimitsStorage(
-            "redis://", connection_pool=client.connection_pool, key_prefix=limits_prefix
+            "redis://", connection_pool=client.connection_pool, key_prefix=self.limits_prefix
         )
         self._limiter = MovingWindowRateLimiter(storage)
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 0.1, **options: Any) -> SyncEnforcer:
+    def from_url(
+        cls, url: str, *, timeout_s: float = 0.1, **options: Unpack[EnforcerOptions]
+    ) -> SyncEnforcer:
         client = redis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
