@@ -106,14 +106,16 @@ class Incident(BaseModel):
         return self.status is IncidentStatus.RESOLVED
 
     def alerts(self) -> tuple[Alert, ...]:
-        """The first alert, the recent ones and the latest, oldest first, without repeats."""
-        seen: set[str] = set()
-        ordered: list[Alert] = []
-        for alert in (self.first_alert, *self.recent_alerts, self.latest_alert):
-            if alert.alert_id not in seen:
-                seen.add(alert.alert_id)
-                ordered.append(alert)
-        return tuple(ordered)
+        """The first alert, the recent ones and the latest, oldest first, without repeats.
+
+        Earlier copies are stored without their raw telemetry; the latest alert keeps it, so
+        its copy wins where the same alert appears twice (evidence needs those queries).
+        """
+        by_id: dict[str, Alert] = {}
+        for alert in (self.first_alert, *self.recent_alerts):
+            by_id.setdefault(alert.alert_id, alert)
+        by_id[self.latest_alert.alert_id] = self.latest_alert
+        return tuple(by_id.values())
 
 
 def without_telemetry(alert: Alert) -> Alert:

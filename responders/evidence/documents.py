@@ -282,8 +282,9 @@ def snapshot_bodies(
     newest, in time order.
     """
     unique_alerts: dict[str, Alert] = {}
-    for alert in alerts:
-        unique_alerts.setdefault(alert.alert_id, alert)
+    for alert in alerts:  # a copy that kept its telemetry beats one stored without it
+        if alert.recent_telemetry or alert.alert_id not in unique_alerts:
+            unique_alerts[alert.alert_id] = alert
     ordered = sorted(unique_alerts.values(), key=lambda a: (a.detected_at, a.alert_id))
     records: dict[str, dict[str, Any]] = {}
     for alert in ordered:

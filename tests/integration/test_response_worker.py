@@ -435,13 +435,6 @@ def test_extraction_alert_limits_snapshots_and_pages_once(stack: Stack) -> None:
     assert [s.step_type for s in summary.steps] == ["rate_limit", "snapshot_evidence", "page"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: Incident.alerts() (playbooks/incidents.py) lists the incident's first "
-    "alert as stored without its raw telemetry and drops latest_alert (the same alert, with it), "
-    "and snapshot_bodies keeps the first copy of each alert id, so a one-alert incident's "
-    "snapshot has no queries",
-)
 def test_the_snapshot_holds_the_alerts_queries(stack: Stack) -> None:
     alert = make_alert()
     stack.publish_alert(alert)
