@@ -66,14 +66,27 @@ class FollowUps:
             return {"error": str(exc)}
 
     async def follow_up(self, session: Session, change: IncidentChange, suffix: str) -> None:
-        """Tell every succeeded step whose responder follows incidents about `change`, once."""
+        """Tell every succeeded step whose responder follows incidents about `change`, once.
+
+        An approval request that was paged (`require_approval` with an `asked` result) is
+        followed up through the page responder whatever became of the step, so a resolved
+        incident leaves no live Approve/Reject buttons or triggered PagerDuty alert behind.
+        """
         for skey, entry in list(session.incident.steps.items()):
             run, index = skey.rsplit("/", 1)
             playbook = self._playbooks().get(run.split("/", 1)[0])
-            if playbook is None or entry.state is not StepState.SUCCEEDED:
+            if playbook is None:
                 continue
             step = playbook.run_steps(run)[int(index)]
-            responder = self._responders.get(step.step_type)
+            asked = entry.result.get("asked")
+            if step.step_type == "require_approval" and isinstance(asked, dict):
+                if "error" in asked:
+                    continue  # the request never reached anyone
+                responder, earlier, kind = self._responders.get("page"), asked, "#ask"
+            elif entry.state is StepState.SUCCEEDED:
+                responder, earlier, kind = self._responders.get(step.step_type), entry.result, ""
+            else:
+                continue
             if responder is None or not callable(getattr(responder, "follow_up", None)):
                 continue
             if entry.follow_ups.get(suffix) in (StepState.SUCCEEDED, StepState.FAILED):
@@ -87,6 +100,8 @@ class FollowUps:
                 cast(FollowsIncident, responder),
                 change,
                 suffix,
+                earlier=earlier,
+                key_suffix=f"{kind}#{suffix}",
             )
 
     async def _one_follow_up(
@@ -99,9 +114,14 @@ class FollowUps:
         responder: FollowsIncident,
         change: IncidentChange,
         suffix: str,
+        *,
+        earlier: dict[str, Any],
+        key_suffix: str,
     ) -> None:
+        """Deliver one follow-up with the step's (or its approval request's) `earlier` result,
+        under the step's key + `key_suffix`, recording it in the entry's `suffix` slot."""
         skey = f"{run}/{index}"
-        key = f"{session.incident.steps[skey].idempotency_key}#{suffix}"
+        key = f"{session.incident.steps[skey].idempotency_key}{key_suffix}"
 
         def record(state: StepState, result: dict[str, Any], error: str | None) -> None:
             entry = session.incident.steps[skey]
@@ -124,7 +144,6 @@ class FollowUps:
             )
 
         record(StepState.RUNNING, {}, None)
-        earlier = session.incident.steps[skey].result
         try:
             result = await step_call(
                 session,

@@ -509,13 +509,6 @@ def test_approval_parks_the_playbook_until_an_approver_says_yes(stack: Stack) ->
     assert "awaiting approval" not in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: the approval request is paged (Slack buttons, a PagerDuty trigger with "
-    "dedup_key '<step key>#ask') but never followed up: playbooks/followups.py follows up only "
-    "succeeded steps that have a responder, so resolving the incident leaves that PagerDuty "
-    "alert triggered and the Slack Approve/Reject buttons live",
-)
 def test_resolving_closes_the_paged_approval_request(stack: Stack) -> None:
     alert = make_alert(AlertKind.ABUSE, "query_budget", severity=Severity.WARNING)
     incident = alert.fingerprint
