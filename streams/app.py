@@ -1,8 +1,10 @@
-"""The Faust application: topics, tables and two thin agents around pure code.
+"""The Faust application: topics, tables and thin agents around pure code.
 
 `detect` hands each batch of raw telemetry to `decode_batch` and the per-partition detector
-pipelines; `respond` hands each alert to the playbook engine. Neither knows any detection or
-response logic (STYLE.md §2), so backtest and tests run exactly the same code without Kafka.
+pipelines; `respond` hands each alert to the playbook engine, `decide` each human command
+(CLI or Slack button, via `mlwarden.commands`), and a once-a-second timer lets the engine
+resume waits and resolve quiet incidents. None of them knows any detection or response logic
+(STYLE.md §2), so backtest and tests run exactly the same code without Kafka.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def create_app(settings: Settings) -> faust.App:
     incidents = app.Table(
         "incidents",
         partitions=1,
-        help="Playbook step states per incident: what already ran is never run again.",
+        help="The playbook engine's state: incidents, their step states, silences.",
     )
 
     snapshot_table = cast(MutableMapping[str, Any], detector_state)
