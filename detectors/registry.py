@@ -26,6 +26,7 @@ from mlwarden.detectors.pipeline import DetectorPipeline
 from mlwarden.detectors.prada import PradaConfig, PradaDetector
 from mlwarden.detectors.prediction_drift import PredictionDriftConfig, PredictionDriftDetector
 from mlwarden.detectors.query_budget import QueryBudgetConfig, QueryBudgetDetector
+from mlwarden.detectors.sybil_steps import SybilStepsConfig, SybilStepsDetector
 
 DETECTORS: Final[Mapping[str, type[Detector]]] = MappingProxyType(
     {
@@ -42,6 +43,7 @@ DETECTORS: Final[Mapping[str, type[Detector]]] = MappingProxyType(
             FeatureDriftDetector,
             MMDDriftDetector,
             OodQueriesDetector,
+            SybilStepsDetector,
         )
     }
 )
@@ -64,6 +66,7 @@ class DetectorSuiteConfig(BaseModel):
     feature_drift: FeatureDriftConfig = Field(default_factory=FeatureDriftConfig)
     mmd_drift: MMDDriftConfig = Field(default_factory=MMDDriftConfig)
     ood_queries: OodQueriesConfig = Field(default_factory=OodQueriesConfig)
+    sybil_steps: SybilStepsConfig = Field(default_factory=SybilStepsConfig)
 
     @field_validator("enabled")
     @classmethod

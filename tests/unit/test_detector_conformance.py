@@ -18,8 +18,16 @@ T0 = 1_790_000_000.0
 
 
 def stream(seed: int, events: int = 6000, clients: int = 40) -> list[TelemetryRecord]:
-    """Benign clients plus two bursty ones, with every optional field sometimes missing."""
+    """Benign clients plus two bursty ones, with every optional field sometimes missing.
+
+    From the second quarter on, half the bursty clients' feature vectors are sign steps
+    (every feature moved by 0.1) of the other bursty client's last drawn vector for the same
+    model, as in sybil extraction by Jacobian-based augmentation. The steps come from a
+    second generator, so the rest of the stream stays what it was.
+    """
     rng = random.Random(seed)
+    steps = random.Random(-seed)
+    drawn: dict[tuple[str, str], list[float]] = {}
     records = []
     ts = T0
     for index in range(events):
@@ -32,11 +40,17 @@ def stream(seed: int, events: int = 6000, clients: int = 40) -> list[TelemetryRe
         if rng.random() < 0.5:
             p = rng.random()
             optional["probabilities"] = [p, 1 - p]
+        model_id = rng.choice(["m1", "m2"])
+        if hot and "features" in optional:
+            other = drawn.get((model_id, "burst-b" if client == "burst-a" else "burst-a"))
+            drawn[(model_id, client)] = optional["features"]
+            if other is not None and index >= events // 4 and steps.random() < 0.5:
+                optional["features"] = [v + steps.choice((-0.1, 0.1)) for v in other]
         records.append(
             TelemetryRecord(
                 event_id=f"e{index}",
                 timestamp=ts,
-                model_id=rng.choice(["m1", "m2"]),
+                model_id=model_id,
                 model_version="1",
                 client_id=client,
                 prediction=rng.randrange(2),
@@ -109,6 +123,14 @@ def small_budget_suite() -> DetectorSuiteConfig:
                 "alpha": 0.2,
                 "beta": 0.2,
                 "coarse_components": 2,
+                "quiet_seconds": 2,
+                "idle_seconds": 2,
+            },
+            "sybil_steps": {
+                "ring_size": 64,
+                "candidates": 8,
+                "reference_queries": 200,
+                "min_clients": 2,
                 "quiet_seconds": 2,
                 "idle_seconds": 2,
             },

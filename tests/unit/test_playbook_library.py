@@ -75,6 +75,16 @@ async def test_sybil_extraction_limits_the_whole_cluster() -> None:
     assert page.params["severity"] == "critical"
 
 
+async def test_a_sign_step_ring_is_blocked_as_one_sybil_cluster() -> None:
+    alert = Alert.model_validate_json((ALERTS / "sybil_steps.alert.json").read_text())
+    [outcome] = await dry_run(LIBRARY, [alert])
+    assert outcome.matched == ["sybil-extraction"]
+    limit, _, page = outcome.calls
+    assert (limit.params["scope"], limit.params["action"]) == ("cluster", "block")
+    ring = alert.evidence["client_ids"]
+    assert f"{len(ring)} client ids act as one campaign" in page.params["message"]
+
+
 async def test_data_drift_snapshots_the_model_and_tickets_then_pages_when_critical() -> None:
     stream = [a for a in alerts("drift_sudden.alerts.jsonl") if a.kind == "drift"]
     outcomes = await dry_run(LIBRARY, stream)
