@@ -1,4 +1,4 @@
-"""Golden streams of the per-client detectors: one benign population, then one bad client.
+"""Golden streams of the per-client detectors: a benign population, then bad clients or a ring.
 
 Each stream opens with a benign stretch long enough for the detector to warm up *and* to
 test benign clients (so "the benign stretch raises nothing" is a claim, not a vacuous truth),
@@ -404,6 +404,67 @@ OOD_QUERIES = Scenario(
             after=EVASION_ATTACK,
             within=30.0,
             labels={"pattern": "ood_queries", "variant": "evasion"},
+        ),
+    ),
+)
+
+# --- sybil_steps ------------------------------------------------------------------------------
+
+SYBIL_ATTACK = 300.0
+
+
+def _smooth(rng: Rng) -> Floats:
+    """A natural input: 16 smooth values in [0, 1] that differ by varied amounts everywhere."""
+    return np.asarray(np.clip(rng.beta(2.0, 5.0, 16) + rng.normal(0.0, 0.05, 16), 0.0, 1.0))
+
+
+def _sybil_steps(rng: Rng) -> list[Draft]:
+    drafts = []
+    for client in range(30):
+        for at in arrivals(rng, float(rng.uniform(0.04, 0.12)), 0.0, 600.0):
+            x = _smooth(rng)
+            drafts.append(Draft(at, f"user-{client:02d}", int(x.argmax()), features=x.tolist()))
+    # Jacobian augmentation dealt out round-robin over 8 accounts: 20 natural seeds, then each
+    # query one of the ring's last 20 moved by 0.1 * sign(gradient) on every feature.
+    sent: list[Floats] = []
+    for i, at in enumerate(paced(SYBIL_ATTACK, 160, 1.0)):
+        if len(sent) < 20:
+            x = _smooth(rng)
+        else:
+            parent = sent[-int(rng.integers(1, 21))]
+            x = np.clip(parent + 0.1 * rng.choice((-1.0, 1.0), 16), 0.0, 1.0)
+        sent.append(x)
+        drafts.append(Draft(at, f"ring-{i % 8}", int(x.argmax()), features=x.tolist()))
+    return drafts
+
+
+SYBIL_STEPS = Scenario(
+    detector="sybil_steps",
+    model_id="scoring-model",
+    prefix="ss",
+    seed=1212,
+    story=(
+        "10 minutes of 30 benign clients sending smooth natural 16-feature inputs in [0, 1] "
+        "(~2.4/s); from minute 5 eight accounts share one Jacobian-augmentation campaign at "
+        "1 query/s in all: 20 natural seeds, then sign steps of 0.1 of the ring's earlier "
+        "queries, dealt out round-robin (160 queries, 20 per account)."
+    ),
+    # A ring of 200 recent queries and p0 learned from 300 (defaults 2048 and 5000).
+    config={"ring_size": 200, "candidates": 16, "reference_queries": 300},
+    build=_sybil_steps,
+    expected=(
+        Expected(
+            "From the 21st ring query on, nearly every query is an exact sign step of another "
+            "account's earlier one, where benign inputs almost never are: the pooled SPRT "
+            "(H1 10x the reference rate) rejects within a few dozen of them, and the edges "
+            "join at least 5 accounts. One critical sybil alert, naming a ring account.",
+            AlertKind.EXTRACTION,
+            Severity.CRITICAL,
+            "1",
+            "ring-*",
+            after=SYBIL_ATTACK + 20.0,
+            within=90.0,
+            labels={"pattern": "sybil"},
         ),
     ),
 )

@@ -23,6 +23,7 @@ SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
             per_model.FEATURE_DRIFT,
             per_model.MMD_DRIFT,
             per_client.OOD_QUERIES,
+            per_client.SYBIL_STEPS,
         )
     }
 )
