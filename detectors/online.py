@@ -95,6 +95,12 @@ def binomial_tail_log_bound(successes: int, trials: int, p: float) -> float:
     return trials * bernoulli_kl(observed, p)
 
 
+def wald_bounds(alpha: float, beta: float) -> tuple[float, float]:
+    """Wald's (log A, log B): reject H0 at or above log A, accept it at or below log B, for
+    false-alarm rate alpha and miss rate beta per test (Wald 1945)."""
+    return math.log((1.0 - beta) / alpha), math.log(beta / (1.0 - alpha))
+
+
 class SprtClient(Protocol):
     """A client under a Wald test: its log-likelihood ratio and its open incident, if any."""
 

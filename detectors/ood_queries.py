@@ -25,6 +25,14 @@ quantile). Uniform noise is far from every reference point; most natural OOD ima
 out-of-distribution coarse structure. An incident whose outliers are at least `evasion_share`
 such "near-manifold" outliers is reported as kind `evasion`, otherwise `extraction`.
 
+Sybil rings: a campaign dealt out over many accounts keeps each below the few dozen queries
+a per-client test needs. The queries of every *low-volume* client (fewer than
+`cohort_max_queries` so far, and no open incident) also feed one pooled SPRT per version
+(`cohort.CohortTest`, same hypotheses and error rates); a rejection whose outliers are spread
+over at least `cohort_min_clients` accounts, none owning more than `cohort_max_share` of
+them, is one alert labelled {"pattern": "sybil", "variant": "ood_queries"} listing the
+accounts whose own outlier rate reached H1 in `evidence.client_ids`.
+
 Distances are computed one query at a time (matrix-vector products), so a query's score never
 depends on how the stream was cut into batches.
 """
@@ -40,13 +48,21 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
+from mlwarden.detectors.cohort import CohortTest
 from mlwarden.detectors.columns import feature_vector
-from mlwarden.detectors.online import IdleTable, RunningRate, wald_step, widened_rate
+from mlwarden.detectors.online import (
+    IdleTable,
+    RunningRate,
+    wald_bounds,
+    wald_step,
+    widened_rate,
+)
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
 
 _SAMPLE_IDS = 5
-_STATE_VERSION = 1
+_MAX_LISTED_CLIENTS = 50
+_STATE_VERSION = 2
 
 
 # Above this population outlier rate, per-client tests stop: see `_test`.
@@ -74,6 +90,12 @@ class OodQueriesConfig(BaseModel):
     population_memory: int = Field(default=5_000, ge=100, description="Events in its rate.")
     reference_idle_seconds: float = Field(default=7 * 86_400.0, gt=0)
     severity: Severity = Severity.WARNING
+    cohort_max_queries: int = Field(
+        default=20, ge=0, description="A client is low-volume (pooled) below this; 0: off."
+    )
+    cohort_min_clients: int = Field(default=5, ge=2, description="Accounts in a sybil ring.")
+    cohort_max_share: float = Field(default=0.5, gt=0, le=1, description="Of the ring's hits.")
+    cohort_severity: Severity = Severity.CRITICAL
 
     @model_validator(mode="after")
     def _consistent(self) -> OodQueriesConfig:
@@ -107,6 +129,7 @@ class _Reference:
     def __init__(self, rows: list[list[float]], counts: dict[str, int]) -> None:
         self.rows, self.counts = rows, counts
         self.population = RunningRate()  # outlier rate of unflagged clients, once frozen
+        self.cohort = CohortTest()  # the pooled test of low-volume clients
         self.frozen = False
         self.threshold = self.coarse_threshold = 0.0
 
@@ -149,6 +172,7 @@ class _Reference:
 @dataclass(slots=True)
 class _Client:
     llr: float = 0.0
+    seen: int = 0  # queries since the client (re)appeared: low-volume ones join the cohort
     queries: int = 0
     outliers: int = 0
     near: int = 0  # near-manifold outliers (small perturbations of natural inputs)
@@ -169,8 +193,7 @@ class OodQueriesDetector(Detector):
 
     def __init__(self, config: OodQueriesConfig | None = None) -> None:
         cfg = self.config = config or OodQueriesConfig()
-        self.log_a = math.log((1.0 - cfg.beta) / cfg.alpha)
-        self.log_b = math.log(cfg.beta / (1.0 - cfg.alpha))
+        self.log_a, self.log_b = wald_bounds(cfg.alpha, cfg.beta)
         self._clients: IdleTable[_Client] = IdleTable(cfg.idle_seconds)
         self._references: IdleTable[_Reference] = IdleTable(cfg.reference_idle_seconds)
 
@@ -182,12 +205,10 @@ class OodQueriesDetector(Detector):
             features = feature_vector(record)
             if features is None or not features:
                 continue
-            alert = self._observe(record, features)
-            if alert is not None:
-                alerts.append(alert)
+            alerts.extend(self._observe(record, features))
         return alerts
 
-    def _observe(self, record: TelemetryRecord, features: tuple[float, ...]) -> Alert | None:
+    def _observe(self, record: TelemetryRecord, features: tuple[float, ...]) -> list[Alert]:
         cfg, now = self.config, record.timestamp
         ref_key = (record.model_id, record.model_version)
         reference = self._references.get(ref_key) or _Reference([], {})
@@ -202,9 +223,9 @@ class OodQueriesDetector(Detector):
                 counts[record.client_id] = taken + 1
                 if len(rows) >= cfg.reference_size:
                     reference.freeze(cfg)
-            return None
+            return []
         if len(features) != reference.points.shape[1] or not all(map(math.isfinite, features)):
-            return None
+            return []
         x = np.asarray(features, dtype=np.float64)
         score = reference.score(x, cfg.neighbours)
         outlier = score > reference.threshold
@@ -218,10 +239,15 @@ class OodQueriesDetector(Detector):
         self._clients.put(key, now, client)
         if outlier:
             client.outlier_ids.append(record.event_id)
-        alert = self._test(record, client, reference, outlier, near, score)
-        if client.incident is None:  # flagged clients do not teach the population
+        client.seen += 1
+        pooled = client.seen <= cfg.cohort_max_queries and client.incident is None
+        alerts = [self._cohort_test(record, reference, outlier)] if pooled else []
+        alerts.append(self._test(record, client, reference, outlier, near, score))
+        if client.incident is None and not pooled:
+            # Neither flagged clients nor the low-volume pool (where a ring hides) teach the
+            # population its rate.
             reference.population.update(outlier, cfg.population_memory)
-        return alert
+        return [alert for alert in alerts if alert is not None]
 
     def hypotheses(self, reference: _Reference) -> tuple[float, float, float]:
         """(population outlier rate p0, H0 rate, H1 rate): p0 is q, or the rate now observed
@@ -321,6 +347,80 @@ class OodQueriesDetector(Detector):
             labels={"pattern": "ood_queries", "variant": "evasion" if evasion else "extraction"},
         )
 
+    def _cohort_test(
+        self, record: TelemetryRecord, reference: _Reference, outlier: bool
+    ) -> Alert | None:
+        """One observation of the version's pooled low-volume test; an alert if it names a
+        new ring (see the module docstring)."""
+        cfg, now, cohort = self.config, record.timestamp, reference.cohort
+        p0, h0, h1 = self.hypotheses(reference)
+        if p0 >= _MAX_POPULATION_RATE:
+            return None
+        log_hit, log_miss = math.log(h1 / h0), math.log((1.0 - h1) / (1.0 - h0))
+        cohort.observe(record.client_id, outlier, log_hit, log_miss)
+        if cohort.llr <= self.log_b:
+            if cohort.incident is not None and now - cohort.incident[2] >= cfg.quiet_seconds:
+                cohort.incident = None
+            cohort.restart(now)
+            return None
+        if cohort.llr < self.log_a:
+            return None
+        ring = cohort.ring(h1, cfg.cohort_min_clients, cfg.cohort_max_share)
+        alert = None
+        if ring is not None and cohort.incident is None:
+            fingerprint = incident_fingerprint(self.name, record.model_id, "sybil", record.event_id)
+            cohort.incident = [fingerprint, now, now]
+            alert = self._cohort_alert(record, reference, ring)
+        elif ring is not None and cohort.incident is not None:
+            cohort.incident[2] = max(cohort.incident[2], now)
+        cohort.restart(now)
+        return alert
+
+    def _cohort_alert(
+        self, record: TelemetryRecord, reference: _Reference, ring: list[str]
+    ) -> Alert:
+        cohort, cfg = reference.cohort, self.config
+        assert cohort.incident is not None
+        p0, h0, h1 = self.hypotheses(reference)
+        listed = ring[:_MAX_LISTED_CLIENTS]
+        return new_alert(
+            detector=self.name,
+            kind=AlertKind.EXTRACTION,
+            severity=cfg.cohort_severity,
+            fingerprint=cohort.incident[0],
+            record=record,
+            client_id=listed[0],
+            score=round(cohort.llr, 6),
+            threshold=round(self.log_a, 6),
+            summary=(
+                f"{len(ring)} low-volume client ids sent {record.model_id} queries off the data "
+                f"manifold at a pooled rate of {cohort.hits / cohort.queries:.1%} "
+                f"({cohort.hits} of {cohort.queries}) against {p0:.1%} for the population: "
+                f"one extraction campaign split across accounts (Wald SPRT, alpha={cfg.alpha:g})"
+            ),
+            evidence={
+                "statistic": "sprt_log_likelihood_ratio",
+                "value": round(cohort.llr, 6),
+                "threshold": round(self.log_a, 6),
+                "alpha": cfg.alpha,
+                "beta": cfg.beta,
+                "pooled": f"clients with fewer than {cfg.cohort_max_queries} queries",
+                "queries_in_test": cohort.queries,
+                "outliers_in_test": cohort.hits,
+                "pooled_outlier_rate": round(cohort.hits / cohort.queries, 6),
+                "population_outlier_rate": round(p0, 6),
+                "null_rate": round(h0, 6),
+                "alternative_rate": round(h1, 6),
+                "participants": len(ring),
+                "client_ids": listed,
+                "clients_in_test": len(cohort.members),
+                "outlier_score_threshold": round(reference.threshold, 6),
+                "window_seconds": round(record.timestamp - cohort.test_start, 3),
+                "opening_event_id": record.event_id,
+            },
+            labels={"pattern": "sybil", "variant": "ood_queries"},
+        )
+
     @property
     def tracked_clients(self) -> int:
         """(model, client) test states held in memory now."""
@@ -335,31 +435,34 @@ class OodQueriesDetector(Detector):
             "watermark": finite(self._clients.watermark),
             "reference_watermark": finite(self._references.watermark),
             "references": [
-                [m, v, last_ts, r.rows, r.counts, r.saved(), r.population.to_json()]
+                [m, v, last_ts, r.rows, r.counts, r.saved(), r.population.to_json(), cohort]
                 for (m, v), last_ts, r in self._references.items()
+                for cohort in [r.cohort.to_json()]
             ],
             "clients": [
-                [m, c, ts, s.llr, s.queries, s.outliers, s.near, s.test_start, s.incident, ids]
+                [m, c, ts, s.llr, s.queries, s.outliers, s.near, s.test_start, s.incident, *row]
                 for (m, c), ts, s in self._clients.items()
-                for ids in [list(s.outlier_ids)]
+                for row in [(list(s.outlier_ids), s.seen)]
             ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"ood_queries state version {state.get('version')!r} unknown")
+        version = state.get("version")
+        if version not in (1, _STATE_VERSION):
+            raise ValueError(f"ood_queries state version {version!r} unknown")
         references = []
-        for m, v, last_ts, rows, counts, saved, rate in state["references"]:
+        for m, v, last_ts, rows, counts, saved, rate, *cohort in state["references"]:
             reference = _Reference([list(map(float, row)) for row in rows], dict(counts))
             reference.population = RunningRate.from_json(rate)
+            if cohort:  # version 1 had no cohort test: it starts afresh
+                reference.cohort = CohortTest.from_json(cohort[0])
             if saved is not None:
                 reference.freeze(self.config, saved)
             references.append((m, v, last_ts, reference))
         self._references.restore(state["reference_watermark"], iter(references))
-        self._clients.restore(
-            state["watermark"],
-            (
-                (m, c, ts, _Client(llr, n, k, near, start, inc, deque(ids, maxlen=_SAMPLE_IDS)))
-                for m, c, ts, llr, n, k, near, start, inc, ids in state["clients"]
-            ),
-        )
+        clients = []
+        for m, c, ts, llr, n, k, near, start, inc, ids, *seen in state["clients"]:
+            client = _Client(llr, seen[0] if seen else n, n, k, near, start, inc)
+            client.outlier_ids.extend(ids)
+            clients.append((m, c, ts, client))
+        self._clients.restore(state["watermark"], iter(clients))

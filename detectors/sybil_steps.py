@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
 from mlwarden.detectors.client_state import pack_array, unpack_array
 from mlwarden.detectors.columns import feature_vector
-from mlwarden.detectors.online import IdleTable, widened_rate
+from mlwarden.detectors.online import IdleTable, wald_bounds, widened_rate
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
 
@@ -198,8 +198,7 @@ class SybilStepsDetector(Detector):
 
     def __init__(self, config: SybilStepsConfig | None = None) -> None:
         cfg = self.config = config or SybilStepsConfig()
-        self.log_a = math.log((1.0 - cfg.beta) / cfg.alpha)
-        self.log_b = math.log(cfg.beta / (1.0 - cfg.alpha))
+        self.log_a, self.log_b = wald_bounds(cfg.alpha, cfg.beta)
         self._rings: IdleTable[_Ring] = IdleTable(cfg.idle_seconds)
 
     def update(self, batch: TelemetryBatch) -> list[Alert]:
@@ -240,6 +239,8 @@ class SybilStepsDetector(Detector):
             if full:
                 ring.reference[0] += 1
                 ring.reference[1] += twin is not None
+                if ring.reference[0] == cfg.reference_queries:
+                    ring.restart(now)  # the first test starts now
             return None
         if twin is not None:
             pair = tuple(sorted((record.client_id, twin.client_id)))

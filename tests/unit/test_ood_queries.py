@@ -153,3 +153,71 @@ def test_idle_clients_are_forgotten() -> None:
     )
     detector.update(TelemetryBatch([late]))
     assert detector.tracked_clients == 1
+
+
+def sybil_scenario(seed: int, accounts: int, events: int = 4000) -> list[TelemetryRecord]:
+    """30 benign clients, established (beyond the pool's 20 queries) by event 2500; from then
+    on, one event in four is uniform noise dealt round-robin over `accounts` new accounts (a
+    sybil ring sending Tramèr et al.'s queries)."""
+    rng = np.random.default_rng(seed)
+    benign, hostile = natural(rng, events), attack("uniform", rng, events)
+    records, sent = [], 0
+    for i in range(events):
+        evil = i >= 2500 and i % 4 == 0
+        client = f"sybil-{sent % accounts}" if evil else f"c{rng.integers(30)}"
+        sent += evil
+        records.append(
+            TelemetryRecord(
+                event_id=f"e{i}",
+                timestamp=T0 + i * 0.1,
+                model_id="digits",
+                model_version="1",
+                client_id=client,
+                prediction=0,
+                features=(hostile if evil else benign)[i].tolist(),
+            )
+        )
+    return records
+
+
+def test_a_ring_of_low_volume_accounts_is_one_sybil_alert_before_any_account_alone() -> None:
+    records = sybil_scenario(11, accounts=40)
+    alerts = run(records)
+    sybil = [a for a in alerts if a.labels.get("pattern") == "sybil"]
+    assert len(sybil) == 1
+    ring = sybil[0]
+    assert ring.labels == {"pattern": "sybil", "variant": "ood_queries"}
+    assert ring.kind is AlertKind.EXTRACTION
+    assert len(ring.evidence["client_ids"]) >= CONFIG.cohort_min_clients
+    assert all(c.startswith("sybil-") for c in ring.evidence["client_ids"])
+    assert ring.client_id == ring.evidence["client_ids"][0]
+    sent = sum(
+        1
+        for r in records
+        if r.client_id.startswith("sybil-") and r.timestamp <= ring.detected_at.timestamp()
+    )
+    assert sent <= 20  # each account had sent one query or none: no per-account test could
+    assert all(a.detected_at >= ring.detected_at for a in alerts if a is not ring)
+
+
+def test_one_noisy_account_is_a_per_client_finding_not_a_ring() -> None:
+    alerts = run(scenario(3, "uniform"))
+    assert [a.labels["pattern"] for a in alerts] == ["ood_queries"]
+
+
+def test_the_cohort_can_be_switched_off() -> None:
+    records = sybil_scenario(11, accounts=40)
+    off = OodQueriesDetector(CONFIG.model_copy(update={"cohort_max_queries": 0}))
+    assert all(a.labels.get("pattern") != "sybil" for a in run(records, detector=off))
+
+
+def test_state_saved_by_the_previous_version_still_loads() -> None:
+    detector = OodQueriesDetector(CONFIG)
+    run(scenario(5, "uniform")[:2000], detector=detector)
+    state = json.loads(json.dumps(detector.state_dict()))
+    state["version"] = 1  # version 1: no cohort per reference, no `seen` per client
+    state["references"] = [row[:7] for row in state["references"]]
+    state["clients"] = [row[:10] for row in state["clients"]]
+    resumed = OodQueriesDetector(CONFIG)
+    resumed.load_state_dict(state)
+    assert resumed.tracked_clients == detector.tracked_clients
