@@ -11,10 +11,10 @@ from __future__ import annotations
 import abc
 import hashlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -59,6 +59,34 @@ class Detector(abc.ABC):
     @abc.abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace this detector's state with one saved by `state_dict`."""
+
+
+@runtime_checkable
+class BaselineAware(Protocol):
+    """A detector whose per-model-version baselines can be fitted offline and loaded at start.
+
+    Opt-in: a detector joins by implementing these methods (`isinstance(d, BaselineAware)`);
+    `baseline.fit_baselines` and `baseline.install_baseline_file` handle everything else. A
+    baseline travels as the detector's own JSON-able encoding of the object it freezes online
+    (the same encoding its `state_dict` uses), so a fitted baseline and a learned one cannot
+    differ. Keys are (model_id, model_version).
+    """
+
+    name: ClassVar[str]
+
+    def baseline_config(self) -> dict[str, Any]:
+        """The config values a baseline depends on: a file fitted with others is refused."""
+        ...
+
+    def export_baselines(self) -> dict[tuple[str, str], Any]:
+        """The frozen baselines held now (versions still learning are left out)."""
+        ...
+
+    def install_baselines(self, baselines: Mapping[tuple[str, str], Any]) -> None:
+        """Validate `baselines` (ValueError naming the version and the problem), then use each
+        one from its version's next event, unless that version already has a frozen baseline
+        of its own (learned, installed earlier, or restored by `load_state_dict`)."""
+        ...
 
 
 def incident_fingerprint(detector: str, *identity: str) -> str:

@@ -45,11 +45,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, Strict, TypeAdapter, model_validator
 
-from mlwarden.detectors.base import incident_fingerprint, new_alert
+from mlwarden.detectors.base import new_alert
 from mlwarden.detectors.columns import confidence, probability_vector
 from mlwarden.detectors.drift_stats import (
     RunningMoments,
@@ -60,25 +60,32 @@ from mlwarden.detectors.drift_stats import (
     sig,
     two_sided_z,
 )
-from mlwarden.detectors.rollout_checks import confidence_regression, rollout_alert
+from mlwarden.detectors.rollout_checks import Regression, confidence_regression
 from mlwarden.detectors.versioned_drift import (
     SAMPLE_IDS,
     Incident,
     VersionedDriftDetector,
     WindowedDriftConfig,
-    still_open,
 )
 from mlwarden.schemas.alert import Alert, AlertKind
 from mlwarden.schemas.telemetry import TelemetryRecord
 
 STATISTICS = ("top1", "entropy", "margin")
 _WORSE = (-1.0, 1.0, -1.0)  # the direction in which each statistic means a worse model
+_LARGEST = (1.0, 50.0, 1.0)  # bounds on a fitted mean or std (entropy: nats, e^50 classes)
 _SOURCES = 2 * len(STATISTICS)
 _CAP_KS = 4.0  # CUSUM sums stop at h + _CAP_KS * k: below h ~4 evaluations after a shift ends
 _MIN_K_GUARDS = 1.5  # a clustered baseline's CUSUM reference stays this many guards above it
 
 ClientSums = dict[str, list[float]]
 """Per client: [events, sum of top1, sum of entropy, sum of margin]."""
+
+_Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+_Three = tuple[_Finite, _Finite, _Finite]
+_ENCODED_SUMMARY: TypeAdapter[tuple[int, _Three, _Three, _Three]] = TypeAdapter(
+    tuple[Annotated[int, Strict()], _Three, _Three, _Three]
+)
+"""What `Summary.encode` writes for (top1, entropy, margin), as a baseline file must hold it."""
 
 
 def _add_client(clients: ClientSums, client: str, values: tuple[float, float, float]) -> None:
@@ -185,7 +192,7 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
         self.z_limit = two_sided_z(self.config.alpha(_SOURCES))
         self.cusum_k, self.cusum_h, self.cusum_guard = cusum_parameters(self.config)
         self._root_k = math.sqrt(self.config.evaluate_every)
-        super().__init__(self.config.idle_seconds)
+        super().__init__(self.config)
 
     def _new_state(self, timestamp: float) -> _Version:
         blocks = self.config.blocks
@@ -218,23 +225,14 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
                 return None
             stds = tuple(max(m.std, config.min_std) for m in state.moments)
             effects = mean_design_effects(state.baseline_clients, stds)[1]
-            state.reference = Summary(
+            reference = Summary(
                 config.baseline_size,
                 tuple(m.mean for m in state.moments),
                 stds,
                 tuple(effects),
             )
-            parameters = [self.clustered_cusum(d) for d in effects]
-            state.cusum_k = [k for k, _ in parameters]
-            state.cusum_h = [h for _, h in parameters]
-            state.moments = []
-            state.baseline_clients = {}
-            previous = self._history.freeze(
-                record.model_id, record.model_version, state.reference, record.timestamp
-            )
-            if previous is None or not config.rollout_check:
-                return None
-            return self._compare_rollout(record, state, *previous)
+            self._adopt(state, reference)
+            return self._frozen(record, state, reference)
         block = state.block
         block[0] += c.top1
         block[1] += c.entropy
@@ -272,15 +270,9 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
                 alarms.append(_Alarm(i, "slow", state.upper[i], h))
             if state.lower[i] > h:
                 alarms.append(_Alarm(i, "slow", -state.lower[i], h))
-        if state.incident is not None:
-            state.incident = still_open(state.incident, bool(alarms), config.close_after)
+        fingerprint = self._opened_incident(record, state, bool(alarms))
+        if fingerprint is None:
             return None
-        if not alarms:
-            return None
-        fingerprint = incident_fingerprint(
-            self.name, record.model_id, record.model_version, record.event_id
-        )
-        state.incident = Incident(fingerprint, record.timestamp)
         return self._alert(record, state, reference, alarms, fingerprint)
 
     def _window(self, state: _Version, reference: Summary) -> list[tuple[float, float, float]]:
@@ -369,29 +361,49 @@ class ConfidenceShiftDetector(VersionedDriftDetector[_Version, Summary]):
             labels={"statistic": name, "path": main.path},
         )
 
-    def _compare_rollout(
-        self, record: TelemetryRecord, state: _Version, previous_version: str, previous: Summary
-    ) -> Alert | None:
+    def _rollout_regression(self, previous: Summary, new: Summary) -> Regression | None:
         """The new version's baseline against its predecessor's, at the fast path's z limit."""
-        assert state.reference is not None
-        regression = confidence_regression(
+        return confidence_regression(
             previous,
-            state.reference,
+            new,
             names=STATISTICS,
             worse=_WORSE,
             z_limit=self.z_limit,
             min_effect_sigmas=self.config.rollout_min_effect_sigmas,
         )
-        if regression is None:
-            return None
-        return rollout_alert(
-            detector=self.name,
-            severity=self.config.rollout_severity,
-            record=record,
-            previous_version=previous_version,
-            regression=regression,
-            sample_event_ids=list(state.recent_ids),
-        )
+
+    def baseline_config(self) -> dict[str, Any]:
+        return {"baseline_size": self.config.baseline_size, "min_std": self.config.min_std}
+
+    def _looks_at(self, record: TelemetryRecord) -> bool:
+        return probability_vector(record) is not None
+
+    def _baseline_of(self, state: _Version) -> Summary | None:
+        return state.reference
+
+    def _adopt(self, state: _Version, baseline: Summary) -> None:
+        """Freeze `baseline` for the version: its CUSUMs are fitted to its design effects."""
+        state.reference = baseline
+        parameters = [self.clustered_cusum(baseline.effect(i)) for i in range(len(STATISTICS))]
+        state.cusum_k = [k for k, _ in parameters]
+        state.cusum_h = [h for _, h in parameters]
+        state.moments = []
+        state.baseline_clients = {}
+
+    def _check_baseline(self, raw: Any) -> Summary:
+        count, means, stds, effects = _ENCODED_SUMMARY.validate_python(raw)
+        config = self.config
+        if count != config.baseline_size:
+            raise ValueError(f"count {count} is not baseline_size {config.baseline_size}")
+        for i, name in enumerate(STATISTICS):
+            if not 0.0 <= means[i] <= _LARGEST[i] or not config.min_std <= stds[i] <= _LARGEST[i]:
+                raise ValueError(
+                    f"{name}: mean {means[i]} and std {stds[i]} must lie in [0, {_LARGEST[i]}] "
+                    f"(std at least min_std {config.min_std})"
+                )
+            if not 1.0 <= effects[i] <= count:
+                raise ValueError(f"{name}: design effect {effects[i]} is not in [1, {count}]")
+        return Summary(count, means, stds, effects)
 
     def _encode_state(self, state: _Version) -> list[Any]:
         return [

@@ -123,13 +123,8 @@ class MMDDriftDetector(FeatureWindowDetector[_Version]):
     config_model: ClassVar[type[BaseModel]] = MMDDriftConfig
 
     def __init__(self, config: MMDDriftConfig | None = None) -> None:
-        self.config = c = config or MMDDriftConfig()
-        super().__init__(
-            c.baseline_size, c.window_size, c.max_features, c.idle_seconds, c.sample_every, c.seed
-        )
-
-    def _make_version(self, version: FeatureVersion) -> _Version:
-        return _Version(version.baseline, version.dim, version.names, version.last_ts)
+        self.config = config or MMDDriftConfig()
+        super().__init__(self.config, _Version)
 
     def _freeze(self, version: _Version, key: ModelKey, restoring: bool) -> None:
         rows = version.baseline.reference(key)

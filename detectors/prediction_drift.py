@@ -27,11 +27,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict, TypeAdapter
 
-from mlwarden.detectors.base import incident_fingerprint, new_alert
+from mlwarden.detectors.base import new_alert
 from mlwarden.detectors.columns import predicted_label
 from mlwarden.detectors.drift_stats import (
     ChiSquare,
@@ -41,13 +41,12 @@ from mlwarden.detectors.drift_stats import (
     rao_scott,
     sig,
 )
-from mlwarden.detectors.rollout_checks import class_mix_regression, class_shares, rollout_alert
+from mlwarden.detectors.rollout_checks import Regression, class_mix_regression, class_shares
 from mlwarden.detectors.versioned_drift import (
     SAMPLE_IDS,
     Incident,
     VersionedDriftDetector,
     WindowedDriftConfig,
-    still_open,
 )
 from mlwarden.schemas.alert import Alert, AlertKind
 from mlwarden.schemas.telemetry import TelemetryRecord
@@ -75,6 +74,13 @@ class Baseline:
         if isinstance(raw, dict):  # state written before per-client counts were kept
             return cls(dict(raw), {})
         return cls(dict(raw[0]), {str(c): dict(v) for c, v in raw[1].items()})
+
+
+_Count = Annotated[int, Strict(), Field(gt=0)]
+_ENCODED_BASELINE: TypeAdapter[tuple[Counts, ClientCounts]] = TypeAdapter(
+    tuple[dict[str, _Count], dict[str, dict[str, _Count]]]
+)
+"""What `Baseline.encode` writes, as a baseline file must hold it."""
 
 
 class PredictionDriftConfig(WindowedDriftConfig):
@@ -140,7 +146,7 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Baseline]):
     def __init__(self, config: PredictionDriftConfig | None = None) -> None:
         self.config = config or PredictionDriftConfig()
         self.alpha = self.config.alpha()
-        super().__init__(self.config.idle_seconds)
+        super().__init__(self.config)
 
     def _new_state(self, timestamp: float) -> _Version:
         blocks = self.config.blocks
@@ -161,15 +167,7 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Baseline]):
             state.learned += 1
             if state.learned < config.baseline_size:
                 return None
-            previous = self._history.freeze(
-                record.model_id,
-                record.model_version,
-                Baseline(state.baseline, state.baseline_clients),
-                record.timestamp,
-            )
-            if previous is None or not config.rollout_check:
-                return None
-            return self._compare_rollout(record, state, *previous)
+            return self._frozen(record, state, Baseline(state.baseline, state.baseline_clients))
         if label not in state.baseline:
             label = UNSEEN
         state.block[label] = state.block.get(label, 0) + 1
@@ -193,16 +191,9 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Baseline]):
             state.baseline_clients,
             _merge(state.client_blocks),
         )
-        alarming = test.p_value < self.alpha
-        if state.incident is not None:
-            state.incident = still_open(state.incident, alarming, self.config.close_after)
+        fingerprint = self._opened_incident(record, state, test.p_value < self.alpha)
+        if fingerprint is None:
             return None
-        if not alarming:
-            return None
-        fingerprint = incident_fingerprint(
-            self.name, record.model_id, record.model_version, record.event_id
-        )
-        state.incident = Incident(fingerprint, record.timestamp)
         shares = class_shares(state.baseline, state.window, ("baseline_share", "window_share"))
         top = shares[0]
         stability = psi(state.baseline, state.window)
@@ -233,29 +224,56 @@ class PredictionDriftDetector(VersionedDriftDetector[_Version, Baseline]):
             },
         )
 
-    def _compare_rollout(
-        self, record: TelemetryRecord, state: _Version, previous_version: str, previous: Baseline
-    ) -> Alert | None:
+    def _rollout_regression(self, previous: Baseline, new: Baseline) -> Regression | None:
         """The new version's baseline against its predecessor's: same test, same alpha."""
-        regression = class_mix_regression(
+        return class_mix_regression(
             previous.counts,
-            state.baseline,
+            new.counts,
             previous_clients=previous.clients,
-            new_clients=state.baseline_clients,
+            new_clients=new.clients,
             alpha=self.alpha,
             min_expected=self.config.min_expected_count,
             min_psi=self.config.rollout_min_psi,
         )
-        if regression is None:
+
+    def baseline_config(self) -> dict[str, Any]:
+        return {"baseline_size": self.config.baseline_size, "max_classes": self.config.max_classes}
+
+    def _baseline_of(self, state: _Version) -> Baseline | None:
+        if state.learned < self.config.baseline_size:
             return None
-        return rollout_alert(
-            detector=self.name,
-            severity=self.config.rollout_severity,
-            record=record,
-            previous_version=previous_version,
-            regression=regression,
-            sample_event_ids=list(state.recent_ids),
+        return Baseline(state.baseline, state.baseline_clients)
+
+    def _adopt(self, state: _Version, baseline: Baseline) -> None:
+        state.baseline = dict(baseline.counts)
+        state.baseline_clients = _clients(baseline.clients)
+        state.learned = self.config.baseline_size
+
+    def _for_export(self, baseline: Baseline) -> Baseline:
+        """Client ids become zero-padded ordinals in the same sorted order: the design effect
+        needs only the per-client counts (summed in sorted order), not who the clients are."""
+        order = sorted(baseline.clients)
+        width = len(str(max(len(order) - 1, 0)))
+        return Baseline(
+            baseline.counts,
+            {f"{i:0{width}d}": baseline.clients[client] for i, client in enumerate(order)},
         )
+
+    def _check_baseline(self, raw: Any) -> Baseline:
+        counts, clients = _ENCODED_BASELINE.validate_python(raw)
+        size, labels = sum(counts.values()), len(set(counts) - {UNSEEN})
+        if size != self.config.baseline_size:
+            raise ValueError(
+                f"class counts add up to {size}, not baseline_size {self.config.baseline_size}"
+            )
+        if labels > self.config.max_classes:
+            raise ValueError(f"{labels} classes, more than max_classes {self.config.max_classes}")
+        merged: Counts = {}
+        for per_client in clients.values():
+            _add(merged, per_client, 1)
+        if merged != counts:
+            raise ValueError("the per-client counts do not add up to the class counts")
+        return Baseline(counts, clients)
 
     def _test_evidence(self, test: ChiSquare, stability: float) -> dict[str, Any]:
         return {

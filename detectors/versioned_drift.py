@@ -17,20 +17,30 @@ for comparing a rollout with its predecessor; they expire with the model's last 
 
 `baseline.Baselines` is not used: it keeps every baseline observation (state grows with
 `baseline_size`) and cannot forget a version; these detectors need only counts and moments.
+
+Baselines fitted offline (`mlwarden baseline fit`, `baseline.BaselineFile`) are installed with
+`install_baselines` and taken up lazily: at the first event of a listed version that this
+detector looks at, if the version has no frozen baseline yet (new, still learning, or
+forgotten after `idle_seconds`), the file's baseline is frozen for it by the same code that
+freezes a learned one, rollout check included, and that event is already tested. A version
+with a frozen baseline (learned, installed, or restored by `load_state_dict`) keeps it, so a
+restart resumes exactly where the checkpoint stood whatever the file says.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlwarden.detectors.base import Detector, TelemetryBatch
-from mlwarden.detectors.baseline import ModelKey
+from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint
+from mlwarden.detectors.baseline import ModelKey, decode_each
 from mlwarden.detectors.drift_stats import per_test_alpha
+from mlwarden.detectors.rollout_checks import Regression, rollout_alert
 from mlwarden.schemas.alert import Alert, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
 
@@ -114,11 +124,13 @@ def still_open(incident: Incident | None, alarming: bool, close_after: int) -> I
     return None if incident.clean >= close_after else incident
 
 
-class _HasLastTs(Protocol):
+class _VersionState(Protocol):
     last_ts: float
+    recent_ids: deque[str]
+    incident: Incident | None
 
 
-S = TypeVar("S", bound=_HasLastTs)
+S = TypeVar("S", bound=_VersionState)
 B = TypeVar("B")
 
 
@@ -200,24 +212,32 @@ class RolloutHistory(Generic[B]):
 
 
 class VersionedDriftDetector(Detector, Generic[S, B]):
-    """What both drift detectors share: the event loop, version expiry, rollout history, state.
+    """What both drift detectors share: the event loop, version expiry, rollout history, state,
+    and installing baselines fitted offline.
 
     A subclass says how one version's state is created, fed and (de)serialised; `S` is that
-    state, `B` the frozen baseline kept for rollout comparisons.
+    state, `B` the frozen baseline kept for rollout comparisons and written to baseline files.
     """
 
     state_version: ClassVar[int] = 1
 
-    def __init__(self, idle_seconds: float) -> None:
-        self._versions: VersionTable[S] = VersionTable(idle_seconds)
-        self._history: RolloutHistory[B] = RolloutHistory(idle_seconds)
+    def __init__(self, config: WindowedDriftConfig) -> None:
+        self._drift_config = config
+        self._versions: VersionTable[S] = VersionTable(config.idle_seconds)
+        self._history: RolloutHistory[B] = RolloutHistory(config.idle_seconds)
+        self._installed: dict[ModelKey, B] = {}
+        self._settled: dict[ModelKey, S] = {}  # listed versions' states known to be frozen
 
     def update(self, batch: TelemetryBatch) -> list[Alert]:
         alerts: list[Alert] = []
-        versions = self._versions
+        versions, installed = self._versions, self._installed
         for record in batch:
             versions.advance(record.timestamp)
             self._history.seen(record.model_id, record.timestamp, versions.watermark)
+            if installed and (record.model_id, record.model_version) in installed:
+                rollout = self._take_up_installed(record)
+                if rollout is not None:
+                    alerts.append(rollout)
             alert = self._observe(record)
             if alert is not None:
                 alerts.append(alert)
@@ -233,6 +253,100 @@ class VersionedDriftDetector(Detector, Generic[S, B]):
             state = self._versions.states[key] = self._new_state(record.timestamp)
         state.last_ts = max(state.last_ts, record.timestamp)
         return state
+
+    def _frozen(self, record: TelemetryRecord, state: S, baseline: B) -> Alert | None:
+        """`record` froze the version's baseline: keep it for rollouts, check it against the
+        previous version's (learned and installed baselines alike)."""
+        config = self._drift_config
+        previous = self._history.freeze(
+            record.model_id, record.model_version, baseline, record.timestamp
+        )
+        if previous is None or not config.rollout_check:
+            return None
+        previous_version, previous_baseline = previous
+        regression = self._rollout_regression(previous_baseline, baseline)
+        if regression is None:
+            return None
+        return rollout_alert(
+            detector=self.name,
+            severity=config.rollout_severity,
+            record=record,
+            previous_version=previous_version,
+            regression=regression,
+            sample_event_ids=list(state.recent_ids) or [record.event_id],
+        )
+
+    def _opened_incident(self, record: TelemetryRecord, state: S, alarming: bool) -> str | None:
+        """One evaluation's outcome for the version's incident: alarms keep an open one open,
+        clean runs close it; the fingerprint of a new one when `record` opens it."""
+        if state.incident is not None:
+            state.incident = still_open(state.incident, alarming, self._drift_config.close_after)
+            return None
+        if not alarming:
+            return None
+        fingerprint = incident_fingerprint(
+            self.name, record.model_id, record.model_version, record.event_id
+        )
+        state.incident = Incident(fingerprint, record.timestamp)
+        return fingerprint
+
+    def _take_up_installed(self, record: TelemetryRecord) -> Alert | None:
+        """Freeze the installed baseline for the record's version unless it has one already."""
+        key = (record.model_id, record.model_version)
+        state = self._versions.get(key)
+        if state is not None and state is self._settled.get(key):
+            return None  # the usual case, checked first: frozen since we last looked
+        if not self._looks_at(record):
+            return None
+        if state is not None and self._baseline_of(state) is not None:
+            self._settled[key] = state
+            return None
+        # New, or still learning: what it learned so far is dropped for the fitted baseline.
+        state = self._versions.states[key] = self._new_state(record.timestamp)
+        self._settled[key] = state
+        baseline = self._installed[key]
+        self._adopt(state, baseline)
+        return self._frozen(record, state, baseline)
+
+    def baseline_config(self) -> dict[str, Any]:
+        return {"baseline_size": self._drift_config.baseline_size}
+
+    def export_baselines(self) -> dict[ModelKey, Any]:
+        exported = {}
+        for key, state in self._versions.states.items():
+            baseline = self._baseline_of(state)
+            if baseline is not None:
+                exported[key] = self._encode_baseline(self._for_export(baseline))
+        return exported
+
+    def install_baselines(self, baselines: Mapping[ModelKey, Any]) -> None:
+        self._installed = decode_each(baselines, self._check_baseline)
+        self._settled.clear()
+
+    def _looks_at(self, record: TelemetryRecord) -> bool:
+        """Whether this detector uses `record` at all (e.g. it has probabilities)."""
+        return True
+
+    def _for_export(self, baseline: B) -> B:
+        """The baseline as written to a file (e.g. client ids replaced by ordinals)."""
+        return baseline
+
+    @abc.abstractmethod
+    def _baseline_of(self, state: S) -> B | None:
+        """The version's frozen baseline, or None while it learns."""
+
+    @abc.abstractmethod
+    def _adopt(self, state: S, baseline: B) -> None:
+        """Make a fresh `state` frozen on `baseline`, as if it had learned it."""
+
+    @abc.abstractmethod
+    def _check_baseline(self, raw: Any) -> B:
+        """Decode a baseline from a file; ValueError (or ValidationError) if it cannot be one
+        this detector, as configured, would have learned."""
+
+    @abc.abstractmethod
+    def _rollout_regression(self, previous: B, new: B) -> Regression | None:
+        """How `new` is worse than the previous version's `previous`, if it is."""
 
     @abc.abstractmethod
     def _observe(self, record: TelemetryRecord) -> Alert | None: ...
