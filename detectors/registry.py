@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
@@ -67,6 +68,11 @@ class DetectorSuiteConfig(BaseModel):
     mmd_drift: MMDDriftConfig = Field(default_factory=MMDDriftConfig)
     ood_queries: OodQueriesConfig = Field(default_factory=OodQueriesConfig)
     sybil_steps: SybilStepsConfig = Field(default_factory=SybilStepsConfig)
+    baseline_file: Path | None = Field(
+        default=None,
+        description="Per-model-version baselines fitted by `mlwarden baseline fit`: listed "
+        "versions are tested from their first event; others learn online.",
+    )
 
     @field_validator("enabled")
     @classmethod
@@ -90,4 +96,9 @@ def build_pipeline(
 ) -> DetectorPipeline:
     """The pipeline the worker, backtest and tests all run."""
     suite = suite or DetectorSuiteConfig()
-    return DetectorPipeline({name: create_detector(name, suite) for name in suite.enabled}, clock)
+    pipeline = DetectorPipeline(
+        {name: create_detector(name, suite) for name in suite.enabled}, clock
+    )
+    if suite.baseline_file is not None:
+        pipeline.install_baseline_file(suite.baseline_file, DETECTORS)
+    return pipeline

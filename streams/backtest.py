@@ -3,7 +3,8 @@
 Records are decoded exactly as the worker decodes them, put in event-time order (a recorded
 file may interleave servers whose clocks and flush intervals differ), and fed in batches to
 the same `DetectorPipeline`. No broker, no wall clock in detection: the same file always gives
-the same alerts.
+the same alerts. With `MLWARDEN_DETECTORS__BASELINE_FILE` set, the pipeline installs the fitted
+baselines before the first record, as the worker does.
 """
 
 from __future__ import annotations
@@ -42,15 +43,14 @@ def read_raw_lines(path: Path, progress: Progress | None = None) -> Iterator[Raw
                 yield RawMessage(value=value, topic=str(path), offset=line_number)
 
 
-def run_backtest(
+def read_records(
     telemetry: Path,
-    suite: DetectorSuiteConfig | None = None,
     *,
-    batch_size: int = 2000,
     rejects_out: IO[str] | None = None,
     progress: Progress | None = None,
-) -> BacktestResult:
-    """Decode `telemetry`, replay it in event-time order, and return every alert."""
+) -> tuple[list[TelemetryRecord], int]:
+    """A recorded file's valid records, decoded as the worker decodes them, in event-time
+    order, and how many lines were rejected (written to `rejects_out` as dead letters)."""
     records: list[TelemetryRecord] = []
     rejected = 0
     lines = read_raw_lines(telemetry, progress)
@@ -62,8 +62,21 @@ def run_backtest(
             for dead in decoded.rejects:
                 rejects_out.write(dead.model_dump_json() + "\n")
     records.sort(key=lambda record: record.timestamp)  # stable: ties keep file order
+    return records, rejected
 
+
+def run_backtest(
+    telemetry: Path,
+    suite: DetectorSuiteConfig | None = None,
+    *,
+    batch_size: int = 2000,
+    rejects_out: IO[str] | None = None,
+    progress: Progress | None = None,
+) -> BacktestResult:
+    """Decode `telemetry`, replay it in event-time order, and return every alert."""
+    # Built first: a bad baseline file or detector config fails before the file is read.
     pipeline = build_pipeline(suite)
+    records, rejected = read_records(telemetry, rejects_out=rejects_out, progress=progress)
     alerts: list[Alert] = []
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
 
 from mlwarden.schemas.errors import MlwardenError
+from mlwarden.streams.cli_baseline import baseline_app
 from mlwarden.streams.cli_controls import controls_app
 from mlwarden.streams.cli_evidence import evidence_app
 from mlwarden.streams.cli_playbooks import incidents_app, playbooks_app, silence_app
@@ -40,6 +41,7 @@ app.add_typer(incidents_app, name="incidents")
 app.add_typer(silence_app, name="silence")
 app.add_typer(controls_app, name="controls")
 app.add_typer(evidence_app, name="evidence")
+app.add_typer(baseline_app, name="baseline")
 
 console = Console(stderr=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faust
 
+from mlwarden.detectors.registry import build_pipeline
 from mlwarden.streams.app import create_app
 from mlwarden.streams.settings import Settings
 from mlwarden.streams.topics import ensure_topics
@@ -19,6 +20,9 @@ def limit_torch_threads(threads: int) -> None:
 def run_worker(settings: Settings) -> None:
     """Create missing topics, then consume until stopped."""
     limit_torch_threads(settings.worker.torch_threads)
+    # One pipeline built before Kafka is touched: a bad baseline file (or detector config) is a
+    # ConfigError now, not when a partition's first batch builds its pipeline.
+    build_pipeline(settings.detectors)
     ensure_topics(settings.kafka)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
