@@ -13,18 +13,30 @@ a rise that a handful of clients account for is an attack. Both must hold:
    P(X >= x) <= exp(-n * D(x/n || p)); alert when n*D >= log(1/alpha). The bound is
    conservative and the tolerance `null_ratio` absorbs benign overdispersion (heavy clients
    with their own rates), so alpha is a per-evaluation false-alarm bound, not a tuned knob.
-2. Concentration. At most `top_k` clients own at least `min_top_share` of the window's
-   *excess* low-margin events, x - n * p_b; a client's excess is its low-margin count minus
-   p_b times its queries, so a heavy but ordinary client owns none of it. Per-client counts
-   are Space-Saving summaries (`low_margin_window`), `clients_per_bucket` counters a bucket,
-   so memory per model is fixed; excess uses their guaranteed lower bounds, so a flood of
-   one-off clients cannot fake it.
+2. Concentration. At most `top_k` clients, each one significantly above the null rate on
+   its own, own at least `min_top_share` of the window's *excess* low-margin events,
+   x - n * p_b. A client's excess is its low-margin count minus p_b times its queries, so a
+   heavy but ordinary client owns none of it. Per-client counts are Space-Saving summaries
+   (`low_margin_window`), `clients_per_bucket` counters a bucket, so memory per model is
+   fixed; excess uses their guaranteed lower bounds, so a flood of one-off clients cannot
+   fake it. A client counts only if its own low-margin events pass the same Chernoff bound
+   against the same null rate at the same alpha. Its sample is what followed the event that
+   opened each of its bucket counters (`LowMarginWindow.since_opening`): a counter opens on
+   a low-margin event, so "1 of 1" is no evidence at all, and a benign client with one
+   unlucky query is never named. Since a client is named only at an alert, the expected
+   number of innocent clients an alert names is at most alpha x the clients tracked.
 
 The alert is model-level: `client_id` is None and the fingerprint uses "*", because the
 incident is the campaign, not one client — naming the top client would let a playbook limit
-one of several attackers and call it done. `evidence.top_clients` lists all of them with
-counts. One alert per campaign: it stays open while the rate stays significant and closes at
-the first non-significant evaluation `quiet_seconds` after the last significant one.
+one of several attackers and call it done. `evidence.top_clients` lists the clients that the
+concentration rule counted, with counts and their own statistic, and `sample_event_ids` come
+from them only. `top_share_of_excess` is their excess over the window's, not capped: it can
+exceed 1 when the rest of the traffic ran below the baseline, or because a client's excess
+counts its queries only from its first low-margin event in each bucket (an upper bound).
+Excess no client can be held to account for is left unnamed: a campaign's slower accounts
+may not have enough queries in the window yet when the alert opens. One alert per campaign:
+it stays open while the rate stays significant and closes at the first non-significant
+evaluation `quiet_seconds` after the last significant one.
 """
 
 from __future__ import annotations
@@ -60,8 +72,8 @@ class EvasionCampaignConfig(BaseModel):
     null_ratio: float = Field(default=1.25, ge=1, description="H0: rate <= this x baseline.")
     alpha: float = Field(default=1e-6, gt=0, lt=0.5, description="False alarms per test.")
     min_window_low: int = Field(default=30, ge=1, description="Low-margin events in window.")
-    top_k: int = Field(default=3, ge=1, description="At most this many clients ...")
-    min_top_share: float = Field(default=0.5, gt=0, le=1, description="... send this share.")
+    top_k: int = Field(default=3, ge=1, description="At most this many clients, each ...")
+    min_top_share: float = Field(default=0.5, gt=0, le=1, description="... owning this share.")
     baseline_seconds: float = Field(default=21_600.0, gt=0, description="Baseline horizon.")
     warmup_events: int = Field(default=5_000, ge=1, description="Baseline events first.")
     min_baseline_rate: float = Field(default=0.01, gt=0, lt=0.5)
@@ -154,15 +166,29 @@ class EvasionCampaignDetector(Detector):
         if model.incident is not None:
             model.incident[2] = max(model.incident[2], now)
             return None
-        excess = window.excess(base)
-        top = heapq.nlargest(cfg.top_k, excess.items(), key=lambda kv: (kv[1], kv[0]))
-        total_excess = window.low - base * window.events
-        share = min(1.0, sum(max(e, 0.0) for _, e in top) / total_excess)
+        top = self._accountable(window, base, null)
+        total_excess = window.low - base * window.events  # > 0: the rate test passed
+        share = sum(excess for _, excess, _ in top) / total_excess
         if share < cfg.min_top_share:
             return None
         fingerprint = incident_fingerprint(self.name, record.model_id, "*", record.event_id)
         model.incident = [fingerprint, now, now]
-        return self._alert(record, model, base, null, statistic, top, share)
+        return self._alert(record, model, base, null, statistic, top, total_excess)
+
+    def _accountable(
+        self, window: LowMarginWindow, base: float, null: float
+    ) -> list[tuple[str, float, float]]:
+        """(client, excess, its own statistic) for the `top_k` clients with the most excess
+        among those whose own low-margin rate rejects the null at alpha."""
+        observed = window.since_opening()
+        significant = []
+        for client, excess in window.excess(base).items():
+            if excess <= 0.0:
+                continue
+            own = binomial_tail_log_bound(*observed[client], null)
+            if own >= self.log_inv_alpha:
+                significant.append((client, excess, own))
+        return heapq.nlargest(self.config.top_k, significant, key=lambda c: (c[1], c[0]))
 
     def _alert(
         self,
@@ -171,15 +197,18 @@ class EvasionCampaignDetector(Detector):
         base: float,
         null: float,
         statistic: float,
-        top: list[tuple[str, float]],
-        share: float,
+        top: list[tuple[str, float, float]],
+        total_excess: float,
     ) -> Alert:
         assert model.incident is not None
         cfg, window = self.config, model.window
         rate = window.low / window.events
-        names = {client for client, _ in top}
+        listed_excess = sum(excess for _, excess, _ in top)
+        share = listed_excess / total_excess
+        names = {client for client, _, _ in top}
         samples = [event_id for client, event_id in model.recent if client in names]
-        listed = ", ".join(f"{client} ({window.clients[client][0]})" for client, _ in top)
+        observed = window.since_opening()
+        listed = ", ".join(f"{client} ({window.clients[client][0]})" for client, _, _ in top)
         return new_alert(
             detector=self.name,
             kind=self.kind,
@@ -192,8 +221,9 @@ class EvasionCampaignDetector(Detector):
             summary=(
                 f"model {record.model_id}: {window.low} of {window.events} predictions in the "
                 f"last {cfg.window_seconds:g}s were low-margin ({rate:.1%} against a baseline "
-                f"of {base:.1%}); {len(top)} client(s) account for {share:.0%} of the excess: "
-                f"{listed}"
+                f"of {base:.1%}); {len(top)} client(s), each significantly above it, own "
+                f"{listed_excess:.1f} of the window's {total_excess:.1f} low-margin events "
+                f"above the baseline ({share:.0%}): {listed}"
             ),
             evidence={
                 "statistic": "binomial_tail_log_bound",
@@ -208,6 +238,8 @@ class EvasionCampaignDetector(Detector):
                 "baseline_events": round(window.base_events, 3),
                 "null_rate": round(null, 6),
                 "low_margin_threshold": cfg.low_margin,
+                "window_excess": round(total_excess, 3),
+                "top_clients_excess": round(listed_excess, 3),
                 "top_share_of_excess": round(share, 6),
                 "min_top_share": cfg.min_top_share,
                 "top_clients": [
@@ -216,8 +248,11 @@ class EvasionCampaignDetector(Detector):
                         "low_margin_events": window.clients[client][0] - window.clients[client][1],
                         "queries_tracked": window.clients[client][2],
                         "excess": round(excess, 3),
+                        "low_margin_after_opening": observed[client][0],
+                        "queries_after_opening": observed[client][1],
+                        "value": round(own, 6),
                     }
-                    for client, excess in top
+                    for client, excess, own in top
                 ],
                 "opening_event_id": record.event_id,
                 "sample_event_ids": samples[-_SAMPLE_IDS:],

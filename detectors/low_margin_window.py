@@ -95,6 +95,25 @@ class LowMarginWindow:
         """Low-margin events beyond the baseline's share, per tracked client (lower bound)."""
         return {c: low - error - baseline * n for c, (low, error, n) in self.clients.items()}
 
+    def since_opening(self) -> dict[str, tuple[int, int]]:
+        """Per tracked client, (low-margin events, queries) in the window after the event that
+        opened each of its bucket counters: the part of its traffic that is a fair sample of
+        its rate.
+
+        A counter opens on a low-margin event, and the client's queries before it in that
+        bucket go uncounted, so the opening event is a hit by construction (a client with one
+        low-margin query in a minute looks like "1 of 1"). Dropping it leaves the events after
+        a stopping time, which are as random as any. Guaranteed counts (count - error) are
+        used; when a bucket's counters overflowed, the counters that survived are those with
+        more hits, so under overflow this is approximate.
+        """
+        out: dict[str, tuple[int, int]] = {}
+        for bucket in self.buckets.values():
+            for client, (count, error, queries) in bucket.clients.items():
+                hits, trials = out.get(client, (0, 0))
+                out[client] = (hits + count - error - 1, trials + queries - 1)
+        return out
+
     def _credit(self, client: str, low: int, error: int, queries: int) -> None:
         entry = self.clients.setdefault(client, [0, 0, 0])
         entry[0] += low

@@ -106,6 +106,43 @@ def test_one_alert_per_campaign_and_a_new_one_for_the_next(scenario: Scenario) -
     assert queries_until(alerts[1], again) <= 200
 
 
+def test_only_clients_significant_on_their_own_are_named() -> None:
+    # Two evaders among benign users, of whom several have one low-margin query in the
+    # window: `top_k` = 3 leaves room for a third name, and none of them may take it.
+    base = partition()
+    start = base[16_000].timestamp
+    campaign = merged(*(attacker(20 + i, f"ev{i}", EVADE, 200, start) for i in range(2)))
+    det = EvasionCampaignDetector()
+    [alert] = run(det, merged(base, campaign))
+    evidence = alert.evidence
+    named = {c["client_id"] for c in evidence["top_clients"]}
+    assert named == {"ev0", "ev1"}
+    for client in evidence["top_clients"]:
+        hits, trials = client["low_margin_after_opening"], client["queries_after_opening"]
+        assert client["value"] == pytest.approx(
+            binomial_tail_log_bound(hits, trials, evidence["null_rate"]), rel=1e-4
+        )  # (null_rate is rounded to 6 decimals)
+        assert client["value"] >= evidence["threshold"]
+    attackers = {r.event_id for r in campaign if r.client_id in named}
+    assert evidence["sample_event_ids"]
+    assert set(evidence["sample_event_ids"]) <= attackers
+    # The share is what it is, not capped at 1.
+    share = evidence["top_clients_excess"] / evidence["window_excess"]
+    assert evidence["top_share_of_excess"] == pytest.approx(share, abs=1e-5)
+    assert f"{len(named)} client(s)" in alert.summary
+
+
+def test_a_counter_opened_by_a_low_margin_event_is_no_evidence_of_one() -> None:
+    window = LowMarginWindow()
+    window.add(0, "once", True, capacity=4)  # one unlucky query: "1 of 1" ...
+    for _ in range(3):
+        window.add(0, "ev", True, capacity=4)
+    window.add(0, "ev", False, capacity=4)
+    window.add(1, "ev", True, capacity=4)
+    window.add(1, "ev", True, capacity=4)
+    assert window.since_opening() == {"once": (0, 0), "ev": (3, 4)}  # ... is nothing
+
+
 def test_long_benign_stream_raises_no_alarm() -> None:
     assert run(EvasionCampaignDetector(), benign_traffic()) == []
     assert run(EvasionCampaignDetector(), partition()) == []
