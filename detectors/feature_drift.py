@@ -138,6 +138,14 @@ class FeatureDriftDetector(FeatureWindowDetector[_Version]):
         version.reference = _Reference.build(rows, self.config)
         seed = stable_seed(self.config.seed, *key)
         version.triggers = TriggerBank(self.config, version.dim, seed)
+        if not restoring:
+            # The triggers start with the reference as their history, so what they look for
+            # is a change from the baseline: a version whose first tested events already
+            # differ from a baseline fitted offline is seen too. (A restored bank has its
+            # own history in the state.)
+            reference = version.reference
+            for row in np.asarray(rows, dtype=np.float64):
+                version.triggers.update(((row - reference.mean) / reference.scale).tolist())
 
     def _step(
         self,

@@ -145,19 +145,12 @@ def test_a_fitted_baseline_gives_exactly_the_alerts_of_a_learned_one(name: str) 
     assert dumped(run(installed(name, baselines), tail)) == dumped(learned_alerts)
 
 
-TRIGGER_NEEDS_HISTORY = pytest.mark.xfail(
-    strict=True,
-    reason="feature_drift's river triggers look for a change after the baseline froze: a "
-    "version shifted from its first tested events shows none (mmd_drift sees it)",
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
         "prediction_drift",
         "confidence_shift",
-        pytest.param("feature_drift", marks=TRIGGER_NEEDS_HISTORY),
+        "feature_drift",
         "mmd_drift",
     ],
 )
