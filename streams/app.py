@@ -31,6 +31,7 @@ from mlwarden.schemas.alert import Alert
 from mlwarden.schemas.incident import EngineCommand
 from mlwarden.schemas.telemetry import TelemetryRecord
 from mlwarden.streams.decode import RawMessage, decode_batch
+from mlwarden.streams.faust_transport import use_fetch_max_wait
 from mlwarden.streams.partitions import PartitionedPipelines, partition_of_key
 from mlwarden.streams.recent import RecentTelemetry, attach_recent
 from mlwarden.streams.response import IncidentTable, build_responders
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
+    use_fetch_max_wait(app, kafka.fetch_max_wait_ms)
     topics = kafka.topics
 
     def raw_topic(name: str, partitions: int = kafka.partitions) -> faust.TopicT:
