@@ -32,10 +32,15 @@ How to read the figures (milliseconds, percentiles over the incidents handled):
 - `alert → page`: send → `at` of the page step's `succeeded` record (Slack message posted and
   PagerDuty event accepted).
 - `broker round trip`: produce (acks) → consume of one small record on the same broker, with
-  aiokafka and Faust's fetch wait (1500 ms), measured in the same run while the worker idles.
-  Absolute times on a shared 2-core machine are noisy; the ratio of the first-effect p50 to
-  this round trip is the figure that carries over between machines. The alerts path costs at
-  least one consume (alert in) plus one acknowledged produce (the decision) and a Redis write.
+  aiokafka, measured in the same run while the worker idles. The consumer asks for the record
+  after its produce was acknowledged, so the fetch finds it at once: this is the least a
+  record's way through the broker costs, with no fetch wait in it. A consumer that is already
+  waiting (the worker) sees a new record only when the broker looks again; Tansu looks at 1/2,
+  3/4, 7/8… of the fetch's max wait (`--fetch-wait-ms`, see `streams/faust_transport.py` and
+  `benchmarks/alert_pickup.py`). Absolute times on a shared 2-core machine are noisy; the
+  ratio of the first-effect p50 to this round trip is the figure that carries over between
+  machines. The alerts path costs at least one consume (alert in) plus one acknowledged
+  produce (the decision) and a Redis write.
 - `incidents fully handled`: decision in Redis and on the controls topic, an evidence snapshot
   in SQLite, a Slack message and a PagerDuty trigger, and succeeded records for all three
   steps. Below it, how many incidents' evidence also holds the client's raw queries that the
@@ -46,7 +51,9 @@ How to read the figures (milliseconds, percentiles over the incidents handled):
   offered `--rate`; raise the rate to find where the worker stops keeping up (the response
   side handles the single-partition alerts topic one alert at a time).
 
-Run from the repository root: `python benchmarks/response_latency.py [--alerts 200 --rate 20]`.
+Run from the repository root: `python benchmarks/response_latency.py [--alerts 200 --rate 20]
+[--fetch-wait-ms N]`; `--fetch-wait-ms 1500` gives the worker Faust's own fetch wait, which is
+what the worker used before `kafka.fetch_max_wait_ms` existed.
 Exits 1 when an incident was not fully handled or a duplicate was found. Every process it
 starts runs in its own process group and is stopped on exit, Ctrl-C or SIGTERM.
 """
@@ -99,8 +106,6 @@ RECENT_QUERIES: Final = 5
 """Raw telemetry attached to each alert, as the worker attaches its ring buffer's records."""
 WARMUP_ALERTS: Final = 3
 ROUND_TRIPS: Final = 40
-FAUST_FETCH_MAX_WAIT_MS: Final = 1500
-"""What Faust's aiokafka driver gives its consumer (faust/transport/drivers/aiokafka.py)."""
 ROUND_TRIP_TOPIC: Final = "mlwarden.benchmark.roundtrip"
 WORKER_READY_TIMEOUT_S: Final = 120.0
 STALL_TIMEOUT_S: Final = 30.0
@@ -303,12 +308,12 @@ async def watch_redis(redis: Redis[Any], observed: Observed, subscribed: asyncio
 
 
 async def broker_round_trips(bootstrap: str, producer: Any, samples: int) -> list[float]:
-    """Produce (acks) → consume of one small record, `samples` times, in ms (first dropped)."""
+    """Produce (acks) → consume of one small record, `samples` times, in ms (first dropped).
+
+    The fetch is sent after the produce is acknowledged (`getone` fetches on demand here), so
+    it finds the record at once whatever its max wait."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=FAUST_FETCH_MAX_WAIT_MS,
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
     )
     await consumer.start()
     partition = TopicPartition(ROUND_TRIP_TOPIC, 0)
@@ -357,7 +362,7 @@ async def wait_until(
     return True
 
 
-async def measure(servers: Servers, alerts: int, rate: float) -> Report:
+async def measure(servers: Servers, alerts: int, rate: float, fetch_wait_ms: int) -> Report:
     observed = Observed()
     topics = servers.kafka.topics
     redis: Redis[Any] = Redis(port=servers.redis_port)
@@ -423,6 +428,7 @@ async def measure(servers: Servers, alerts: int, rate: float) -> Report:
     return Report(
         alerts=alerts,
         rate=rate,
+        fetch_wait_ms=fetch_wait_ms,
         send_s=send_s,
         finished=finished,
         round_trips=round_trips,
@@ -438,6 +444,7 @@ async def measure(servers: Servers, alerts: int, rate: float) -> Report:
 class Report:
     alerts: int
     rate: float
+    fetch_wait_ms: int
     send_s: float
     finished: bool
     round_trips: list[float]
@@ -588,9 +595,9 @@ def print_report(report: Report, checks: Checks) -> bool:
         "path: Tansu → mlwarden worker (playbook rate_limit → snapshot_evidence → page) → "
         "controls topic + Redis, SQLite evidence, Slack + PagerDuty contract servers"
     )
+    print(f"worker's fetch wait (kafka.fetch_max_wait_ms): {report.fetch_wait_ms} ms")
     print(
-        f"broker round trip (produce+ack → consume, aiokafka, fetch wait "
-        f"{FAUST_FETCH_MAX_WAIT_MS} ms as Faust): p50 {round_trip:.1f} ms, "
+        f"broker round trip (produce+ack, then consume; aiokafka): p50 {round_trip:.1f} ms, "
         f"max {max(report.round_trips):.1f} ms (n={len(report.round_trips)})"
     )
     print()
@@ -637,9 +644,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--alerts", type=int, default=200, help="incidents to measure")
     parser.add_argument("--rate", type=float, default=20.0, help="alerts sent per second")
+    parser.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=KafkaSettings().fetch_max_wait_ms,
+        help="the worker's kafka.fetch_max_wait_ms (default: the product's; Faust's own: 1500)",
+    )
     args = parser.parse_args(argv)
-    if args.alerts < 1 or args.rate <= 0:
-        parser.error("--alerts must be ≥ 1 and --rate > 0")
+    if args.alerts < 1 or args.rate <= 0 or args.fetch_wait_ms < 1:
+        parser.error("--alerts and --fetch-wait-ms must be ≥ 1 and --rate > 0")
     # Ctrl-C and SIGTERM unwind the stack, so every process group is stopped on the way out
     # (SIGINT too when started in the background, where a shell would have it ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -670,6 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The product's defaults, not the tests' shorter ones (worker_env's).
             MLWARDEN_WORKER__COMMIT_INTERVAL_S=str(WorkerSettings().commit_interval_s),
             MLWARDEN_WORKER__BATCH_WAIT_S=str(WorkerSettings().batch_wait_s),
+            MLWARDEN_KAFKA__FETCH_MAX_WAIT_MS=str(args.fetch_wait_ms),
             MLWARDEN_PAGING__SLACK_TOKEN=VALID_TOKEN,
             MLWARDEN_PAGING__SLACK_CHANNEL=SLACK_CHANNEL,
             MLWARDEN_PAGING__SLACK_BASE_URL=slack.base_url,
@@ -686,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             worker_log=tmp / "worker.log",
         )
         stack.enter_context(running_worker_process(env, servers.worker_log))
-        report = asyncio.run(measure(servers, args.alerts, args.rate))
+        report = asyncio.run(measure(servers, args.alerts, args.rate, args.fetch_wait_ms))
         checks = check_effects(report, servers)
         ok = print_report(report, checks)
         if not ok:

@@ -7,8 +7,10 @@
    no detectors) — the ceiling a Python consumer reaches on this broker and machine.
 3. Worker: a real `mlwarden worker` process; its rate is measured from its committed offsets
    (first commit to last), so its start-up and group join are not counted against it.
-Prints records/s for both and the ratio. Absolute numbers vary with the machine; the ratio
-is what to compare between changes.
+4. Idle: once the worker has caught up, the CPU it and the broker use over `--idle-s` seconds
+   with no traffic (a worker whose fetches do not wait would spin here).
+Prints records/s for both and the ratio, then the idle CPU. Absolute numbers vary with the
+machine; the ratio is what to compare between changes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,44 @@ from mlwarden.streams.topics import ensure_topics
 
 PARTITIONS = 4
 GROUP = "mlwarden-bench-worker"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the processes of process group `pgid`."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name (field 2) may hold spaces: split after its closing parenthesis.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid:  # fields[0] is field 3 (state); pgrp is field 5
+            total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+    return total / CLOCK_TICKS
+
+
+def broker_pgid(bootstrap: str) -> int:
+    """The process group of the broker listening on `bootstrap` (found by its command line)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"broker" in argv and f"tcp://{bootstrap}".encode() in argv:
+            return os.getpgid(int(cmdline.parent.name))
+    raise SystemExit(f"no broker process found for {bootstrap}")
+
+
+def idle_cpu(pgids: dict[str, int], seconds: float) -> dict[str, float]:
+    """Percent of one CPU each process group used over the next `seconds`."""
+    before = {name: group_cpu_s(pgid) for name, pgid in pgids.items()}
+    begun = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - begun
+    return {
+        name: 100 * (group_cpu_s(pgid) - before[name]) / elapsed for name, pgid in pgids.items()
+    }
 
 
 def produce(bootstrap: str, topic: str, records: int, clients: int) -> float:
@@ -98,7 +138,9 @@ async def raw_consume(bootstrap: str, topic: str, records: int) -> float:
         await consumer.stop()
 
 
-def worker_rate(bootstrap: str, topic: str, records: int, workdir: Path) -> tuple[float, int]:
+def worker_rate(
+    bootstrap: str, topic: str, records: int, workdir: Path, idle_s: float
+) -> tuple[float, int, dict[str, float]]:
     env = {
         **os.environ,
         "MLWARDEN_KAFKA__BOOTSTRAP": bootstrap,
@@ -128,7 +170,9 @@ def worker_rate(bootstrap: str, topic: str, records: int, workdir: Path) -> tupl
             if done and first is None:
                 first = (now, done)
             if done >= records and first is not None:
-                return now - first[0], records - first[1]
+                time.sleep(2.0)  # let the last commit and checkpoint settle
+                idle = idle_cpu({"worker": worker.pid, "broker": broker_pgid(bootstrap)}, idle_s)
+                return now - first[0], records - first[1], idle
             time.sleep(0.05)
         raise SystemExit("worker did not finish within 600 s")
     finally:
@@ -139,6 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=5_000)
+    parser.add_argument("--idle-s", type=float, default=10.0, help="idle CPU sampling time")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="mlwarden-bench-"))
     with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
@@ -147,8 +192,12 @@ def main() -> None:
         topic = kafka.topics.telemetry
         produce_s = produce(broker.bootstrap, topic, args.records, args.clients)
         raw_s = asyncio.run(raw_consume(broker.bootstrap, topic, args.records))
-        worker_s, worker_records = worker_rate(broker.bootstrap, topic, args.records, workdir)
+        worker_s, worker_records, idle = worker_rate(
+            broker.bootstrap, topic, args.records, workdir, args.idle_s
+        )
     raw_rate = args.records / raw_s
+    if worker_s == 0:  # everything was committed at once: no interval to measure over
+        raise SystemExit(f"the worker committed all {args.records:,} at once; raise --records")
     worker_rate_ = worker_records / worker_s
     print(f"records                 {args.records:>12,}  ({args.clients:,} clients, 1% malformed)")
     print(f"produce (kafka-python)  {args.records / produce_s:>12,.0f} records/s")
@@ -158,6 +207,10 @@ def main() -> None:
         f"(measured over {worker_records:,} records)"
     )
     print(f"worker / raw            {worker_rate_ / raw_rate:>12.2f}")
+    print(
+        f"idle CPU over {args.idle_s:g} s     worker {idle['worker']:.1f} %, "
+        f"broker {idle['broker']:.1f} % of one core"
+    )
 
 
 if __name__ == "__main__":
