@@ -38,7 +38,12 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, Field, model_validator
 
 from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
-from mlwarden.detectors.client_state import Incident, drop_idle, extend_or_open
+from mlwarden.detectors.client_state import (
+    Incident,
+    check_state_version,
+    drop_idle,
+    extend_or_open,
+)
 from mlwarden.detectors.fingerprint import Fingerprinter, FingerprintLimits, fingerprint_batch
 from mlwarden.detectors.hash_store import Cluster, Match, ModelStore, StoreLimits
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
@@ -296,8 +301,7 @@ class BlacklightDetector(Detector):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"blacklight state version {state.get('version')!r} is unknown")
+        check_state_version(self.name, state, _STATE_VERSION)
         watermark = state["watermark"]
         self._watermark = float("-inf") if watermark is None else float(watermark)
         self._stores = {

@@ -25,66 +25,46 @@ the client's state expires after `idle_seconds` without queries.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
-from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
+from mlwarden.detectors.base import Detector, TelemetryBatch
+from mlwarden.detectors.client_state import check_state_version
 from mlwarden.detectors.columns import probability_vector
 from mlwarden.detectors.online import (
+    ClientSprt,
     IdleTable,
     RunningRate,
+    SprtConfig,
+    WaldTest,
     is_low_margin,
-    wald_step,
-    widened_rate,
 )
-from mlwarden.schemas.alert import Alert, AlertKind, Severity
+from mlwarden.schemas.alert import Alert, AlertKind
 from mlwarden.schemas.telemetry import TelemetryRecord
 
 _SAMPLE_IDS = 5
 _STATE_VERSION = 1
 
 
-class BoundaryProbingConfig(BaseModel):
+class BoundaryProbingConfig(SprtConfig):
     """Wald SPRT error rates, the indifference zone around the population rate, timing."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     low_margin: float = Field(default=0.1, gt=0, lt=1, description="top1 - top2 below this.")
     null_ratio: float = Field(default=2.0, ge=1, description="H0: rate <= this x population.")
     alt_ratio: float = Field(default=6.0, gt=1, description="H1: rate >= this x population.")
-    alpha: float = Field(default=1e-6, gt=0, lt=0.5, description="False alarms per test.")
-    beta: float = Field(default=0.01, gt=0, lt=0.5, description="Misses per test at H1.")
     min_population_rate: float = Field(default=0.01, gt=0, lt=0.5)
     population_memory: int = Field(default=50_000, ge=100, description="Events in p0.")
     warmup_events: int = Field(default=2_000, ge=1, description="Model events before testing.")
-    quiet_seconds: float = Field(default=600.0, gt=0)
-    idle_seconds: float = Field(default=1_800.0, gt=0)
-    severity: Severity = Severity.WARNING
-
-    @model_validator(mode="after")
-    def _consistent(self) -> BoundaryProbingConfig:
-        if self.alt_ratio <= self.null_ratio:
-            raise ValueError("alt_ratio must exceed null_ratio (the indifference zone)")
-        if self.idle_seconds < self.quiet_seconds:
-            raise ValueError("idle_seconds must be >= quiet_seconds")
-        return self
 
 
 @dataclass(slots=True)
-class _Client:
-    llr: float = 0.0  # log likelihood ratio of the running test
-    queries: int = 0  # queries in the running test
-    lows: int = 0  # low-margin queries in the running test
-    test_start: float = 0.0
-    incident: list[Any] | None = None  # [fingerprint, opened_at, last_alarm_ts]
-    low_ids: deque[str] = field(default_factory=lambda: deque(maxlen=_SAMPLE_IDS))
+class _Client(WaldTest):
+    """The running test (hits: low-margin queries) and the last low-margin event ids."""
 
-    def restart(self, now: float) -> None:
-        self.llr, self.queries, self.lows, self.test_start = 0.0, 0, 0, now
+    low_ids: deque[str] = field(default_factory=lambda: deque(maxlen=_SAMPLE_IDS))
 
 
 class BoundaryProbingDetector(Detector):
@@ -96,8 +76,7 @@ class BoundaryProbingDetector(Detector):
 
     def __init__(self, config: BoundaryProbingConfig | None = None) -> None:
         self.config = config or BoundaryProbingConfig()
-        self.log_a = math.log((1.0 - self.config.beta) / self.config.alpha)
-        self.log_b = math.log(self.config.beta / (1.0 - self.config.alpha))
+        self.sprt = ClientSprt(self.name, self.config)
         self._clients: IdleTable[_Client] = IdleTable(self.config.idle_seconds)
         self._population: dict[str, RunningRate] = {}
 
@@ -117,11 +96,7 @@ class BoundaryProbingDetector(Detector):
         """(population rate p0, H0 rate, H1 rate) for `model_id` now."""
         population = self._population.get(model_id)
         p0 = max(self.config.min_population_rate, population.rate if population else 0.0)
-        return (
-            p0,
-            widened_rate(p0, self.config.null_ratio),
-            widened_rate(p0, self.config.alt_ratio),
-        )
+        return self.config.hypotheses(p0)
 
     def _observe(self, record: TelemetryRecord, low: bool) -> Alert | None:
         cfg, now = self.config, record.timestamp
@@ -141,64 +116,35 @@ class BoundaryProbingDetector(Detector):
         return alert
 
     def _test(self, record: TelemetryRecord, client: _Client, low: bool) -> Alert | None:
-        now = record.timestamp
         p0, h0, h1 = self.hypotheses(record.model_id)
-        client.llr += math.log(h1 / h0) if low else math.log((1.0 - h1) / (1.0 - h0))
-        client.queries += 1
-        client.lows += low
-        return wald_step(
-            client,
-            now,
-            self.log_a,
-            self.log_b,
-            self.config.quiet_seconds,
-            lambda: incident_fingerprint(
-                self.name, record.model_id, record.client_id, record.event_id
-            ),
-            lambda: self._alert(record, client, p0, h0, h1),
-        )
+        client.observe(low, h0, h1)
+        return self.sprt.step(client, record, lambda: self._alert(record, client, p0, h0, h1))
 
     def _alert(
         self, record: TelemetryRecord, client: _Client, p0: float, h0: float, h1: float
     ) -> Alert:
-        assert client.incident is not None
         cfg = self.config
-        rate = client.lows / client.queries
-        population = self._population[record.model_id]
-        return new_alert(
-            detector=self.name,
+        rate = client.hits / client.queries
+        return self.sprt.alert(
+            client,
+            record,
             kind=self.kind,
-            severity=cfg.severity,
-            fingerprint=client.incident[0],
-            record=record,
-            client_id=record.client_id,
-            score=round(client.llr, 6),
-            threshold=round(self.log_a, 6),
             summary=(
-                f"client {record.client_id}: {client.lows} of its last {client.queries} queries "
+                f"client {record.client_id}: {client.hits} of its last {client.queries} queries "
                 f"to {record.model_id} sat near the decision boundary (margin < "
                 f"{cfg.low_margin:g}), a rate of {rate:.1%} against {p0:.1%} for the "
                 f"population; Wald SPRT rejected 'ordinary client' at alpha={cfg.alpha:g}"
             ),
-            evidence={
-                "statistic": "sprt_log_likelihood_ratio",
-                "value": round(client.llr, 6),
-                "threshold": round(self.log_a, 6),
-                "accept_below": round(self.log_b, 6),
-                "alpha": cfg.alpha,
-                "beta": cfg.beta,
+            rates=(h0, h1),
+            details={
                 "low_margin_threshold": cfg.low_margin,
                 "queries_in_test": client.queries,
-                "low_margin_in_test": client.lows,
+                "low_margin_in_test": client.hits,
                 "client_low_margin_rate": round(rate, 6),
                 "population_low_margin_rate": round(p0, 6),
-                "population_events": population.weight,
-                "null_rate": round(h0, 6),
-                "alternative_rate": round(h1, 6),
-                "window_seconds": round(record.timestamp - client.test_start, 3),
-                "opening_event_id": record.event_id,
-                "sample_event_ids": list(client.low_ids),
+                "population_events": self._population[record.model_id].weight,
             },
+            samples=client.low_ids,
             labels={"pattern": "boundary_probing"},
         )
 
@@ -208,20 +154,18 @@ class BoundaryProbingDetector(Detector):
         return len(self._clients)
 
     def state_dict(self) -> dict[str, Any]:
-        watermark = self._clients.watermark
         return {
             "version": _STATE_VERSION,
-            "watermark": watermark if math.isfinite(watermark) else None,
+            "watermark": self._clients.saved_watermark,
             "population": {m: r.to_json() for m, r in self._population.items()},
             "clients": [
-                [m, c, last_ts, s.llr, s.queries, s.lows, s.test_start, s.incident, list(s.low_ids)]
+                [m, c, last_ts, s.llr, s.queries, s.hits, s.test_start, s.incident, list(s.low_ids)]
                 for (m, c), last_ts, s in self._clients.items()
             ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"boundary_probing state version {state.get('version')!r} unknown")
+        check_state_version(self.name, state, _STATE_VERSION)
         self._population = {m: RunningRate.from_json(r) for m, r in state["population"].items()}
         self._clients.restore(
             state["watermark"],

@@ -34,23 +34,22 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
+from mlwarden.detectors.client_state import check_state_version
 from mlwarden.detectors.columns import predicted_label
 from mlwarden.detectors.coverage_null import LevelNull, normalised_entropy
-from mlwarden.detectors.online import IdleTable
-from mlwarden.schemas.alert import Alert, AlertKind, Severity
+from mlwarden.detectors.online import IdleTable, IncidentConfig, close_if_quiet, flag
+from mlwarden.schemas.alert import Alert, AlertKind
 from mlwarden.schemas.telemetry import TelemetryRecord
 
 _SAMPLE_IDS = 5
 _STATE_VERSION = 1
 
 
-class ClassCoverageConfig(BaseModel):
+class ClassCoverageConfig(IncidentConfig):
     """Window, levels, the test's level alpha and how much population calibrates it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     window: int = Field(default=200, ge=10, description="Last N predictions per client.")
     min_queries: int = Field(default=50, ge=5, description="First test at this many queries.")
@@ -60,9 +59,6 @@ class ClassCoverageConfig(BaseModel):
     population_memory: int = Field(default=5_000, ge=100, description="Halve counts above.")
     min_spread: float = Field(default=0.05, gt=0, description="Floor on the null's spread.")
     max_classes: int = Field(default=1_000, ge=2, le=65_535)
-    quiet_seconds: float = Field(default=600.0, gt=0)
-    idle_seconds: float = Field(default=1_800.0, gt=0)
-    severity: Severity = Severity.WARNING
 
     @model_validator(mode="after")
     def _consistent(self) -> ClassCoverageConfig:
@@ -70,8 +66,6 @@ class ClassCoverageConfig(BaseModel):
             raise ValueError("min_queries must be <= window")
         if 2 * self.min_population > self.population_memory:
             raise ValueError("population_memory must be >= 2 x min_population")
-        if self.idle_seconds < self.quiet_seconds:
-            raise ValueError("idle_seconds must be >= quiet_seconds")
         return self
 
     @property
@@ -186,16 +180,15 @@ class ClassCoverageDetector(Detector):
         t = LevelNull.transform(h)
         calibration = self._threshold(model, level)
         if calibration is not None and t > calibration[0]:
-            if client.incident is not None:
-                client.incident[2] = max(client.incident[2], now)
-                return None
-            fingerprint = incident_fingerprint(
-                self.name, record.model_id, record.client_id, record.event_id
+            opened = flag(
+                client,
+                now,
+                lambda: incident_fingerprint(
+                    self.name, record.model_id, record.client_id, record.event_id
+                ),
             )
-            client.incident = [fingerprint, now, now]
-            return self._alert(record, client, model, level, h, t, *calibration)
-        if client.incident is not None and now - client.incident[2] >= cfg.quiet_seconds:
-            client.incident = None
+            return self._alert(record, client, model, level, h, t, *calibration) if opened else None
+        close_if_quiet(client, now, cfg.quiet_seconds)
         # One sample per client and level (a heavy client is one client, not a hundred), and
         # never from a flagged client: the null is the per-client distribution of the benign.
         if client.incident is None and client.seen == level:
@@ -272,10 +265,9 @@ class ClassCoverageDetector(Detector):
         return len(self._clients)
 
     def state_dict(self) -> dict[str, Any]:
-        watermark = self._clients.watermark
         return {
             "version": _STATE_VERSION,
-            "watermark": watermark if math.isfinite(watermark) else None,
+            "watermark": self._clients.saved_watermark,
             "models": {
                 m: [model.labels, model.width, {str(k): v.bins for k, v in model.nulls.items()}]
                 for m, model in self._models.items()
@@ -287,8 +279,7 @@ class ClassCoverageDetector(Detector):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"class_coverage state version {state.get('version')!r} unknown")
+        check_state_version(self.name, state, _STATE_VERSION)
         window = self.config.window
         self._models = {
             m: _Model(labels, width, {int(k): LevelNull(bins) for k, bins in nulls.items()})

@@ -1,4 +1,4 @@
-"""What the per-client extraction detectors share: incidents, idle expiry, packed arrays.
+"""What the per-client detectors share: incidents, idle expiry, packed arrays, state versions.
 
 An incident is one alert's worth of trouble from one client: the first finding opens it
 (and raises the alert, fingerprinted by the event that opened it), later findings extend it,
@@ -66,10 +66,26 @@ def extend_or_open(
     return Incident(fingerprint, record.timestamp, record.timestamp), True
 
 
-def drop_idle(table: OrderedDict[K, V], cutoff: float, last_ts: Callable[[V], float]) -> None:
-    """Remove entries last seen before `cutoff` from the front (least recently used first)."""
+def drop_idle(
+    table: OrderedDict[K, V],
+    cutoff: float,
+    last_ts: Callable[[V], float],
+    *,
+    at_cutoff: bool = False,
+) -> None:
+    """Remove entries last seen before `cutoff` (and at it, if `at_cutoff`) from the front,
+    least recently used first."""
     while table:
         key, oldest = next(iter(table.items()))
-        if last_ts(oldest) >= cutoff:
+        seen = last_ts(oldest)
+        if seen > cutoff or (seen == cutoff and not at_cutoff):
             break
         del table[key]
+
+
+def check_state_version(detector: str, state: dict[str, Any], *known: int) -> int:
+    """The version of a saved state, if this code can load it; ValueError otherwise."""
+    version = state.get("version")
+    if version not in known:
+        raise ValueError(f"{detector} state version {version!r} unknown")
+    return int(version)

@@ -50,9 +50,15 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
+from mlwarden.detectors.client_state import check_state_version
 from mlwarden.detectors.columns import probability_vector
 from mlwarden.detectors.low_margin_window import LowMarginWindow
-from mlwarden.detectors.online import binomial_tail_log_bound, is_low_margin, widened_rate
+from mlwarden.detectors.online import (
+    binomial_tail_log_bound,
+    close_if_quiet,
+    is_low_margin,
+    widened_rate,
+)
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
 
@@ -159,9 +165,7 @@ class EvasionCampaignDetector(Detector):
         if window.low >= cfg.min_window_low:
             statistic = binomial_tail_log_bound(window.low, window.events, null)
         if statistic < self.log_inv_alpha:
-            incident = model.incident
-            if incident is not None and now - incident[2] >= cfg.quiet_seconds:
-                model.incident = None
+            close_if_quiet(model, now, cfg.quiet_seconds)
             return None
         if model.incident is not None:
             model.incident[2] = max(model.incident[2], now)
@@ -275,8 +279,7 @@ class EvasionCampaignDetector(Detector):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"evasion_campaign state version {state.get('version')!r} unknown")
+        check_state_version(self.name, state, _STATE_VERSION)
         watermark = state["watermark"]
         self._watermark = float("-inf") if watermark is None else float(watermark)
         self._models = {}

@@ -1,19 +1,27 @@
 """Online building blocks shared by the behaviour detectors (boundary probing, class coverage,
-evasion campaign): the low-margin test, a running rate, a binomial tail bound, an idle table.
+evasion campaign, off-manifold queries): the low-margin test, a running rate, a binomial tail
+bound, incidents, the per-client Wald test, an idle table.
 
-They are here rather than in each detector so the three agree on what "near the decision
-boundary" means and on how a population rate is learned. Everything is pure Python (the
-package does not depend on numpy/scipy) and every piece of state is plain floats and ints, so
-`state_dict` stays JSON-able and restores bit-exactly.
+They are here rather than in each detector so the detectors agree on what "near the decision
+boundary" means, on how a population rate is learned, and on when an incident opens and
+closes. The arithmetic is pure Python (the package does not depend on numpy/scipy) and every
+piece of state is plain floats and ints, so `state_dict` stays JSON-able and restores
+bit-exactly.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlwarden.detectors.base import incident_fingerprint, new_alert
+from mlwarden.schemas.alert import Alert, AlertKind, Severity
+from mlwarden.schemas.telemetry import TelemetryRecord
 
 V = TypeVar("V")
 
@@ -101,48 +109,170 @@ def wald_bounds(alpha: float, beta: float) -> tuple[float, float]:
     return math.log((1.0 - beta) / alpha), math.log(beta / (1.0 - alpha))
 
 
-class SprtClient(Protocol):
-    """A client under a Wald test: its log-likelihood ratio and its open incident, if any."""
+class Flagged(Protocol):
+    """Whatever carries an incident: a client, a model, a pooled test."""
 
-    llr: float
-    incident: list[Any] | None  # [fingerprint, opened_at, last_alarm_ts]
-
-    def restart(self, now: float) -> None: ...
+    incident: list[Any] | None  # [fingerprint, opened_at, last_finding_ts]
 
 
-def wald_step(
-    client: SprtClient,
-    now: float,
-    log_a: float,
-    log_b: float,
-    quiet_seconds: float,
-    new_fingerprint: Callable[[], str],
-    make_alert: Callable[[], V],
-) -> V | None:
-    """Apply Wald's boundaries to `client.llr` after an update, with one alert per incident.
+def flag(holder: Flagged, now: float, new_fingerprint: Callable[[], str]) -> bool:
+    """Record a finding at `now`: open an incident (True: raise its alert) or extend the open
+    one (False: it has had its alert)."""
+    if holder.incident is None:
+        holder.incident = [new_fingerprint(), now, now]
+        return True
+    holder.incident[2] = max(holder.incident[2], now)
+    return False
 
-    Below log B the client looks ordinary: its test starts anew, and an incident quiet for
-    `quiet_seconds` closes. At or above log A the client is flagged: the first rejection opens
-    an incident and makes its alert (after the incident is set and before the test restarts,
-    so the alert carries the incident's fingerprint and describes the test that rejected H0);
-    later rejections only extend the incident.
+
+def close_if_quiet(holder: Flagged, now: float, quiet_seconds: float) -> None:
+    """Close the open incident if its last finding is at least `quiet_seconds` before `now`."""
+    incident = holder.incident
+    if incident is not None and now - incident[2] >= quiet_seconds:
+        holder.incident = None
+
+
+class IncidentConfig(BaseModel):
+    """When a per-client incident closes, when a client's state is forgotten, how loud."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    quiet_seconds: float = Field(default=600.0, gt=0)
+    idle_seconds: float = Field(default=1_800.0, gt=0)
+    severity: Severity = Severity.WARNING
+
+    @model_validator(mode="after")
+    def _idle_after_quiet(self) -> Self:
+        if self.idle_seconds < self.quiet_seconds:
+            raise ValueError("idle_seconds must be >= quiet_seconds")
+        return self
+
+
+class SprtConfig(IncidentConfig):
+    """A per-client Wald test of H0: rate <= null_ratio x p0 against H1: rate >= alt_ratio x p0.
+
+    Subclasses declare `null_ratio` and `alt_ratio` with their own defaults (what p0 is, and
+    so how wide the indifference zone must be, is the detector's business).
     """
-    if client.llr <= log_b:
-        incident = client.incident
-        if incident is not None and now - incident[2] >= quiet_seconds:
-            client.incident = None
-        client.restart(now)
-        return None
-    if client.llr < log_a:
-        return None
-    alert: V | None = None
-    if client.incident is None:
-        client.incident = [new_fingerprint(), now, now]
-        alert = make_alert()
-    else:
-        client.incident[2] = max(client.incident[2], now)
-    client.restart(now)
-    return alert
+
+    null_ratio: float
+    alt_ratio: float
+    alpha: float = Field(default=1e-6, gt=0, lt=0.5, description="False alarms per test.")
+    beta: float = Field(default=0.01, gt=0, lt=0.5, description="Misses per test at H1.")
+
+    @model_validator(mode="after")
+    def _indifference_zone(self) -> Self:
+        if self.alt_ratio <= self.null_ratio:
+            raise ValueError("alt_ratio must exceed null_ratio (the indifference zone)")
+        return self
+
+    def hypotheses(self, p0: float) -> tuple[float, float, float]:
+        """(p0, H0 rate, H1 rate) for a population rate p0."""
+        return p0, widened_rate(p0, self.null_ratio), widened_rate(p0, self.alt_ratio)
+
+
+@dataclass(slots=True)
+class WaldTest:
+    """One running Wald test: its log-likelihood ratio, its observations and hits, when it
+    started, and the incident of whoever it tests."""
+
+    llr: float = 0.0
+    queries: int = 0
+    hits: int = 0
+    test_start: float = 0.0
+    incident: list[Any] | None = None  # [fingerprint, opened_at, last_alarm_ts]
+
+    def observe(self, hit: bool, h0: float, h1: float) -> None:
+        """One Bernoulli observation between H0 rate `h0` and H1 rate `h1`."""
+        self.llr += math.log(h1 / h0) if hit else math.log((1.0 - h1) / (1.0 - h0))
+        self.queries += 1
+        self.hits += hit
+
+    def restart(self, now: float) -> None:
+        self.llr, self.queries, self.hits, self.test_start = 0.0, 0, 0, now
+
+
+class ClientSprt:
+    """Wald's boundaries for one detector's per-client tests, with one alert per incident."""
+
+    __slots__ = ("config", "detector", "log_a", "log_b")
+
+    def __init__(self, detector: str, config: SprtConfig) -> None:
+        self.detector, self.config = detector, config
+        self.log_a, self.log_b = wald_bounds(config.alpha, config.beta)
+
+    def step(
+        self, test: WaldTest, record: TelemetryRecord, make_alert: Callable[[], Alert]
+    ) -> Alert | None:
+        """Apply the boundaries to `test` after its observation of `record`.
+
+        At or below log B the client looks ordinary: its test starts anew, and an incident
+        quiet for `quiet_seconds` closes. At or above log A the client is flagged: the first
+        rejection opens an incident and makes its alert (after the incident is set and before
+        the test restarts, so the alert carries the incident's fingerprint and describes the
+        test that rejected H0); later rejections only extend the incident.
+        """
+        now = record.timestamp
+        if test.llr <= self.log_b:
+            close_if_quiet(test, now, self.config.quiet_seconds)
+            test.restart(now)
+            return None
+        if test.llr < self.log_a:
+            return None
+        opened = flag(
+            test,
+            now,
+            lambda: incident_fingerprint(
+                self.detector, record.model_id, record.client_id, record.event_id
+            ),
+        )
+        alert = make_alert() if opened else None
+        test.restart(now)
+        return alert
+
+    def alert(
+        self,
+        test: WaldTest,
+        record: TelemetryRecord,
+        *,
+        kind: AlertKind,
+        summary: str,
+        rates: tuple[float, float],
+        details: dict[str, Any],
+        samples: Iterable[str],
+        labels: dict[str, str],
+    ) -> Alert:
+        """The alert of the incident `test` just opened at `record`. Its evidence is the test's
+        statistic and error rates, then the detector's `details`, then the hypotheses (H0
+        and H1 `rates`), the test's span and the sample events."""
+        assert test.incident is not None
+        cfg = self.config
+        return new_alert(
+            detector=self.detector,
+            kind=kind,
+            severity=cfg.severity,
+            fingerprint=test.incident[0],
+            record=record,
+            client_id=record.client_id,
+            score=round(test.llr, 6),
+            threshold=round(self.log_a, 6),
+            summary=summary,
+            evidence={
+                "statistic": "sprt_log_likelihood_ratio",
+                "value": round(test.llr, 6),
+                "threshold": round(self.log_a, 6),
+                "accept_below": round(self.log_b, 6),
+                "alpha": cfg.alpha,
+                "beta": cfg.beta,
+                **details,
+                "null_rate": round(rates[0], 6),
+                "alternative_rate": round(rates[1], 6),
+                "window_seconds": round(record.timestamp - test.test_start, 3),
+                "opening_event_id": record.event_id,
+                "sample_event_ids": list(samples),
+            },
+            labels=labels,
+        )
 
 
 class IdleTable(Generic[V]):
@@ -184,6 +314,11 @@ class IdleTable(Generic[V]):
     def items(self) -> Iterator[tuple[tuple[str, str], float, V]]:
         for key, (last_ts, value) in self._items.items():
             yield key, last_ts, value
+
+    @property
+    def saved_watermark(self) -> float | None:
+        """The watermark as state keeps it: None before the first observation."""
+        return self.watermark if math.isfinite(self.watermark) else None
 
     def clear(self) -> None:
         self._items.clear()

@@ -45,17 +45,20 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
+from mlwarden.detectors.client_state import check_state_version
 from mlwarden.detectors.cohort import CohortTest
 from mlwarden.detectors.columns import feature_vector
 from mlwarden.detectors.online import (
+    ClientSprt,
     IdleTable,
     RunningRate,
-    wald_bounds,
-    wald_step,
-    widened_rate,
+    SprtConfig,
+    WaldTest,
+    close_if_quiet,
+    flag,
 )
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
@@ -69,10 +72,8 @@ _STATE_VERSION = 2
 _MAX_POPULATION_RATE = 0.5
 
 
-class OodQueriesConfig(BaseModel):
+class OodQueriesConfig(SprtConfig):
     """Reference sample, outlier quantile, Wald SPRT error rates, evasion rule, timing."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     reference_size: int = Field(default=2_000, ge=20, description="Warm-up vectors per version.")
     max_client_share: float = Field(default=0.05, gt=0, le=1, description="Per client, in it.")
@@ -80,16 +81,11 @@ class OodQueriesConfig(BaseModel):
     outlier_quantile: float = Field(default=0.01, gt=0, lt=0.5, description="q: benign rate.")
     null_ratio: float = Field(default=3.0, ge=1, description="H0: rate <= this x q.")
     alt_ratio: float = Field(default=10.0, gt=1, description="H1: rate >= this x q.")
-    alpha: float = Field(default=1e-6, gt=0, lt=0.5, description="False alarms per test.")
-    beta: float = Field(default=0.01, gt=0, lt=0.5, description="Misses per test at H1.")
     coarse_components: int = Field(default=8, ge=1, description="Principal components kept.")
     near_factor: float = Field(default=1.5, gt=1, description="Near-manifold: score <= this x t.")
     evasion_share: float = Field(default=0.5, gt=0, le=1, description="Near share for evasion.")
-    quiet_seconds: float = Field(default=600.0, gt=0)
-    idle_seconds: float = Field(default=1_800.0, gt=0)
     population_memory: int = Field(default=5_000, ge=100, description="Events in its rate.")
     reference_idle_seconds: float = Field(default=7 * 86_400.0, gt=0)
-    severity: Severity = Severity.WARNING
     cohort_max_queries: int = Field(
         default=20, ge=0, description="A client is low-volume (pooled) below this; 0: off."
     )
@@ -99,10 +95,6 @@ class OodQueriesConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> OodQueriesConfig:
-        if self.alt_ratio <= self.null_ratio:
-            raise ValueError("alt_ratio must exceed null_ratio (the indifference zone)")
-        if self.idle_seconds < self.quiet_seconds:
-            raise ValueError("idle_seconds must be >= quiet_seconds")
         if self.neighbours >= self.reference_size:
             raise ValueError("neighbours must be below reference_size")
         return self
@@ -170,18 +162,16 @@ class _Reference:
 
 
 @dataclass(slots=True)
-class _Client:
-    llr: float = 0.0
+class _Client(WaldTest):
+    """The running test (hits: outliers), and what the evasion rule and the cohort need."""
+
     seen: int = 0  # queries since the client (re)appeared: low-volume ones join the cohort
-    queries: int = 0
-    outliers: int = 0
-    near: int = 0  # near-manifold outliers (small perturbations of natural inputs)
-    test_start: float = 0.0
-    incident: list[Any] | None = None  # [fingerprint, opened_at, last_alarm_ts]
+    near: int = 0  # near-manifold outliers in the test (small perturbations of natural inputs)
     outlier_ids: deque[str] = field(default_factory=lambda: deque(maxlen=_SAMPLE_IDS))
 
     def restart(self, now: float) -> None:
-        self.llr, self.queries, self.outliers, self.near, self.test_start = 0.0, 0, 0, 0, now
+        WaldTest.restart(self, now)
+        self.near = 0
 
 
 class OodQueriesDetector(Detector):
@@ -193,7 +183,7 @@ class OodQueriesDetector(Detector):
 
     def __init__(self, config: OodQueriesConfig | None = None) -> None:
         cfg = self.config = config or OodQueriesConfig()
-        self.log_a, self.log_b = wald_bounds(cfg.alpha, cfg.beta)
+        self.sprt = ClientSprt(self.name, cfg)
         self._clients: IdleTable[_Client] = IdleTable(cfg.idle_seconds)
         self._references: IdleTable[_Reference] = IdleTable(cfg.reference_idle_seconds)
 
@@ -252,9 +242,7 @@ class OodQueriesDetector(Detector):
     def hypotheses(self, reference: _Reference) -> tuple[float, float, float]:
         """(population outlier rate p0, H0 rate, H1 rate): p0 is q, or the rate now observed
         if higher (covariate drift moves every client off the reference; that is drift)."""
-        cfg = self.config
-        p0 = max(cfg.outlier_quantile, reference.population.rate)
-        return p0, widened_rate(p0, cfg.null_ratio), widened_rate(p0, cfg.alt_ratio)
+        return self.config.hypotheses(max(self.config.outlier_quantile, reference.population.rate))
 
     def _test(
         self,
@@ -265,65 +253,41 @@ class OodQueriesDetector(Detector):
         near: bool,
         score: float,
     ) -> Alert | None:
-        now = record.timestamp
         p0, h0, h1 = self.hypotheses(reference)
         if p0 >= _MAX_POPULATION_RATE:
             # Most of the population is off the reference: that is drift, which no single
             # client can be blamed for (and an SPRT against a rate near 1 has no power).
             return None
-        client.llr += math.log(h1 / h0) if outlier else math.log((1.0 - h1) / (1.0 - h0))
-        client.queries += 1
-        client.outliers += outlier
+        client.observe(outlier, h0, h1)
         client.near += near
-        return wald_step(
-            client,
-            now,
-            self.log_a,
-            self.log_b,
-            self.config.quiet_seconds,
-            lambda: incident_fingerprint(
-                self.name, record.model_id, record.client_id, record.event_id
-            ),
-            lambda: self._alert(record, client, reference, score),
-        )
+        return self.sprt.step(client, record, lambda: self._alert(record, client, reference, score))
 
     def _alert(
         self, record: TelemetryRecord, client: _Client, reference: _Reference, score: float
     ) -> Alert:
-        assert client.incident is not None
         cfg = self.config
-        rate = client.outliers / client.queries
+        rate = client.hits / client.queries
         p0, h0, h1 = self.hypotheses(reference)
-        near_share = client.near / max(client.outliers, 1)
+        near_share = client.near / max(client.hits, 1)
         evasion = near_share >= cfg.evasion_share
         what = (
             "small perturbations of in-distribution inputs (coarse structure in-distribution)"
             if evasion
             else "off the data manifold"
         )
-        return new_alert(
-            detector=self.name,
+        return self.sprt.alert(
+            client,
+            record,
             kind=AlertKind.EVASION if evasion else AlertKind.EXTRACTION,
-            severity=cfg.severity,
-            fingerprint=client.incident[0],
-            record=record,
-            client_id=record.client_id,
-            score=round(client.llr, 6),
-            threshold=round(self.log_a, 6),
             summary=(
-                f"client {record.client_id}: {client.outliers} of its last {client.queries} "
+                f"client {record.client_id}: {client.hits} of its last {client.queries} "
                 f"queries to {record.model_id} were {what} (k-NN distance above the population's "
                 f"{1 - cfg.outlier_quantile:.0%} quantile), a rate of {rate:.1%} against "
                 f"{p0:.1%} for the population; Wald SPRT rejected 'ordinary "
                 f"client' at alpha={cfg.alpha:g}"
             ),
-            evidence={
-                "statistic": "sprt_log_likelihood_ratio",
-                "value": round(client.llr, 6),
-                "threshold": round(self.log_a, 6),
-                "accept_below": round(self.log_b, 6),
-                "alpha": cfg.alpha,
-                "beta": cfg.beta,
+            rates=(h0, h1),
+            details={
                 "outlier_score": "knn_distance",
                 "neighbours": cfg.neighbours,
                 "population_quantile": 1.0 - cfg.outlier_quantile,
@@ -333,17 +297,13 @@ class OodQueriesDetector(Detector):
                 "reference_size": int(reference.points.shape[0]),
                 "reference_model_version": record.model_version,
                 "queries_in_test": client.queries,
-                "outliers_in_test": client.outliers,
+                "outliers_in_test": client.hits,
                 "near_manifold_outliers_in_test": client.near,
                 "near_manifold_share": round(near_share, 6),
                 "client_outlier_rate": round(rate, 6),
                 "population_outlier_rate": round(p0, 6),
-                "null_rate": round(h0, 6),
-                "alternative_rate": round(h1, 6),
-                "window_seconds": round(record.timestamp - client.test_start, 3),
-                "opening_event_id": record.event_id,
-                "sample_event_ids": list(client.outlier_ids),
             },
+            samples=client.outlier_ids,
             labels={"pattern": "ood_queries", "variant": "evasion" if evasion else "extraction"},
         )
 
@@ -358,21 +318,20 @@ class OodQueriesDetector(Detector):
             return None
         log_hit, log_miss = math.log(h1 / h0), math.log((1.0 - h1) / (1.0 - h0))
         cohort.observe(record.client_id, outlier, log_hit, log_miss)
-        if cohort.llr <= self.log_b:
-            if cohort.incident is not None and now - cohort.incident[2] >= cfg.quiet_seconds:
-                cohort.incident = None
+        if cohort.llr <= self.sprt.log_b:
+            close_if_quiet(cohort, now, cfg.quiet_seconds)
             cohort.restart(now)
             return None
-        if cohort.llr < self.log_a:
+        if cohort.llr < self.sprt.log_a:
             return None
         ring = cohort.ring(h1, cfg.cohort_min_clients, cfg.cohort_max_share)
         alert = None
-        if ring is not None and cohort.incident is None:
-            fingerprint = incident_fingerprint(self.name, record.model_id, "sybil", record.event_id)
-            cohort.incident = [fingerprint, now, now]
+        if ring is not None and flag(
+            cohort,
+            now,
+            lambda: incident_fingerprint(self.name, record.model_id, "sybil", record.event_id),
+        ):
             alert = self._cohort_alert(record, reference, ring)
-        elif ring is not None and cohort.incident is not None:
-            cohort.incident[2] = max(cohort.incident[2], now)
         cohort.restart(now)
         return alert
 
@@ -391,7 +350,7 @@ class OodQueriesDetector(Detector):
             record=record,
             client_id=listed[0],
             score=round(cohort.llr, 6),
-            threshold=round(self.log_a, 6),
+            threshold=round(self.sprt.log_a, 6),
             summary=(
                 f"{len(ring)} low-volume client ids sent {record.model_id} queries off the data "
                 f"manifold at a pooled rate of {cohort.hits / cohort.queries:.1%} "
@@ -401,7 +360,7 @@ class OodQueriesDetector(Detector):
             evidence={
                 "statistic": "sprt_log_likelihood_ratio",
                 "value": round(cohort.llr, 6),
-                "threshold": round(self.log_a, 6),
+                "threshold": round(self.sprt.log_a, 6),
                 "alpha": cfg.alpha,
                 "beta": cfg.beta,
                 "pooled": f"clients with fewer than {cfg.cohort_max_queries} queries",
@@ -427,29 +386,24 @@ class OodQueriesDetector(Detector):
         return len(self._clients)
 
     def state_dict(self) -> dict[str, Any]:
-        def finite(value: float) -> float | None:
-            return value if math.isfinite(value) else None
-
         return {
             "version": _STATE_VERSION,
-            "watermark": finite(self._clients.watermark),
-            "reference_watermark": finite(self._references.watermark),
+            "watermark": self._clients.saved_watermark,
+            "reference_watermark": self._references.saved_watermark,
             "references": [
                 [m, v, last_ts, r.rows, r.counts, r.saved(), r.population.to_json(), cohort]
                 for (m, v), last_ts, r in self._references.items()
                 for cohort in [r.cohort.to_json()]
             ],
             "clients": [
-                [m, c, ts, s.llr, s.queries, s.outliers, s.near, s.test_start, s.incident, *row]
+                [m, c, ts, s.llr, s.queries, s.hits, s.near, s.test_start, s.incident, *row]
                 for (m, c), ts, s in self._clients.items()
                 for row in [(list(s.outlier_ids), s.seen)]
             ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        version = state.get("version")
-        if version not in (1, _STATE_VERSION):
-            raise ValueError(f"ood_queries state version {version!r} unknown")
+        check_state_version(self.name, state, 1, _STATE_VERSION)
         references = []
         for m, v, last_ts, rows, counts, saved, rate, *cohort in state["references"]:
             reference = _Reference([list(map(float, row)) for row in rows], dict(counts))
@@ -462,7 +416,7 @@ class OodQueriesDetector(Detector):
         self._references.restore(state["reference_watermark"], iter(references))
         clients = []
         for m, c, ts, llr, n, k, near, start, inc, ids, *seen in state["clients"]:
-            client = _Client(llr, seen[0] if seen else n, n, k, near, start, inc)
+            client = _Client(llr, n, k, start, inc, seen=seen[0] if seen else n, near=near)
             client.outlier_ids.extend(ids)
             clients.append((m, c, ts, client))
         self._clients.restore(state["watermark"], iter(clients))

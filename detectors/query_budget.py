@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
+from mlwarden.detectors.client_state import check_state_version, drop_idle
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
 
@@ -167,11 +168,7 @@ class QueryBudgetDetector(Detector):
 
     def _expire_idle(self) -> None:
         cutoff = self._watermark - self._idle_horizon
-        while self._buckets:
-            key, oldest = next(iter(self._buckets.items()))
-            if oldest.last_ts > cutoff:
-                break
-            del self._buckets[key]
+        drop_idle(self._buckets, cutoff, lambda bucket: bucket.last_ts, at_cutoff=True)
 
     @property
     def tracked_clients(self) -> int:
@@ -200,8 +197,7 @@ class QueryBudgetDetector(Detector):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"query_budget state version {state.get('version')!r} is unknown")
+        check_state_version(self.name, state, _STATE_VERSION)
         self._buckets.clear()
         watermark = state["watermark"]
         self._watermark = float("-inf") if watermark is None else float(watermark)

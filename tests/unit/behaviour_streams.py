@@ -11,17 +11,15 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
-import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from mlwarden.detectors.base import Detector, TelemetryBatch
 from mlwarden.schemas.alert import Alert
 from mlwarden.schemas.telemetry import TelemetryRecord
+from tests.unit.detector_helpers import T0
 
-T0 = 1_790_000_000.0
 CLASSES = 10
 
 
@@ -128,12 +126,19 @@ def attacker(
     return out
 
 
+def attackers(
+    profiles: Sequence[tuple[str, Profile]], seeds: int, start: float, queries: int = 200
+) -> dict[str, list[TelemetryRecord]]:
+    """`seeds` clients per named profile, <name>-<seed>, each sending `queries` from `start`."""
+    return {
+        f"{name}-{seed}": attacker(seed, f"{name}-{seed}", profile, queries, start)
+        for name, profile in profiles
+        for seed in range(seeds)
+    }
+
+
 def merged(*streams: list[TelemetryRecord]) -> list[TelemetryRecord]:
     return sorted(itertools.chain(*streams), key=lambda r: (r.timestamp, r.event_id))
-
-
-def batches(records: list[TelemetryRecord], size: int) -> list[TelemetryBatch]:
-    return [TelemetryBatch(records[i : i + size]) for i in range(0, len(records), size)]
 
 
 @functools.cache
@@ -151,30 +156,6 @@ def attack_start() -> float:
     return benign_traffic()[50_000].timestamp
 
 
-def run(detector: Detector, records: Sequence[TelemetryRecord], size: int = 1_000) -> list[Alert]:
-    return [alert for batch in batches(list(records), size) for alert in detector.update(batch)]
-
-
 def queries_until(alert: Alert, records: Sequence[TelemetryRecord]) -> int:
     """How many of `records` (one attacker's) had happened when `alert` fired."""
     return sum(1 for r in records if r.timestamp <= alert.detected_at.timestamp())
-
-
-def assert_conformant(make: Callable[[], Detector], records: list[TelemetryRecord]) -> None:
-    """Same alerts for any batch split and across a JSON state round trip mid-stream.
-
-    The caller picks a stream on which the detector fires, so the checks are not vacuous.
-    """
-    expected = [a.model_dump_json() for a in run(make(), records, size=len(records))]
-    assert expected, "the stream must make the detector fire"
-    for size in (1, 777):
-        assert [a.model_dump_json() for a in run(make(), records, size)] == expected
-    for cut in (len(records) // 3, 2 * len(records) // 3):
-        first = make()
-        head = [a.model_dump_json() for a in run(first, records[:cut])]
-        saved = json.dumps(first.state_dict(), allow_nan=False)
-        resumed = make()
-        resumed.load_state_dict(json.loads(saved))
-        assert json.dumps(resumed.state_dict(), allow_nan=False) == saved  # restored exactly
-        tail = [a.model_dump_json() for a in run(resumed, records[cut:])]
-        assert head + tail == expected

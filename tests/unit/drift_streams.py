@@ -7,16 +7,18 @@ the rest of the mass spread over the other classes by a flat Dirichlet.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
 
-from mlwarden.detectors.base import Detector, TelemetryBatch
-from mlwarden.schemas.alert import Alert
 from mlwarden.schemas.telemetry import TelemetryRecord
 
-T0 = 1_790_000_000.0
+# The runner and T0 are shared with the other detectors' tests; imported from here too.
+from tests.unit.detector_helpers import T0 as T0
+from tests.unit.detector_helpers import dumped as dumped
+from tests.unit.detector_helpers import run as run
+
 RATE = 20.0  # events per second per model, the target load
 PRIORS = (0.1, 0.2, 0.3, 0.4)
 _CONCENTRATION = 6.0
@@ -74,19 +76,6 @@ def benign_with_rollout() -> list[TelemetryRecord]:
     """
     v1 = classifier_stream(60_000, seed=11)
     return v1 + classifier_stream(40_000, seed=12, start=3000, first_id=60_000, version="2")
-
-
-def batches(records: Sequence[TelemetryRecord], size: int) -> Iterator[TelemetryBatch]:
-    for begin in range(0, len(records), size):
-        yield TelemetryBatch(records[begin : begin + size])
-
-
-def run(detector: Detector, records: Sequence[TelemetryRecord], size: int = 500) -> list[Alert]:
-    return [alert for batch in batches(records, size) for alert in detector.update(batch)]
-
-
-def dumped(alerts: list[Alert]) -> list[str]:
-    return [alert.model_dump_json() for alert in alerts]
 
 
 def clustered_stream(

@@ -23,8 +23,8 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from mlwarden.schemas.telemetry import TelemetryRecord
+from tests.unit.detector_helpers import T0 as T0  # shared; the tests import it from here too
 
-T0 = 1_790_000_000.0
 Array = np.ndarray
 
 

@@ -8,16 +8,18 @@ are validated as usual (pydantic-core validates one faster than `model_construct
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 
 import numpy as np
 
-from mlwarden.detectors.base import Detector, TelemetryBatch
-from mlwarden.schemas.alert import Alert
 from mlwarden.schemas.telemetry import TelemetryRecord
 
-T0 = 1_790_000_000.0
+# The runner and T0 are shared with the other detectors' tests; imported from here too.
+from tests.unit.detector_helpers import T0 as T0
+from tests.unit.detector_helpers import dumped as dumped
+from tests.unit.detector_helpers import run as run
+
 RATE = 20.0  # events per second per model, the target load
 
 Shift = Callable[[np.ndarray, np.ndarray], None]
@@ -134,16 +136,3 @@ def episodes(dim: int = 16, seed: int = 1) -> list[TelemetryRecord]:
 def benign(events: int = 200_000, dim: int = 8) -> list[TelemetryRecord]:
     """A long stream from one fixed distribution (cached: both detectors' tests read it)."""
     return feature_stream(events, dim=dim, seed=99)
-
-
-def batches(records: Sequence[TelemetryRecord], size: int) -> Iterator[TelemetryBatch]:
-    for begin in range(0, len(records), size):
-        yield TelemetryBatch(records[begin : begin + size])
-
-
-def run(detector: Detector, records: Sequence[TelemetryRecord], size: int = 500) -> list[Alert]:
-    return [alert for batch in batches(records, size) for alert in detector.update(batch)]
-
-
-def dumped(alerts: list[Alert]) -> list[str]:
-    return [alert.model_dump_json() for alert in alerts]

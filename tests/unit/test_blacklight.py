@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from mlwarden.detectors.base import TelemetryBatch, incident_fingerprint
+from mlwarden.detectors.base import incident_fingerprint
 from mlwarden.detectors.blacklight import BlacklightConfig, BlacklightDetector
 from mlwarden.detectors.fingerprint import Fingerprinter
-from mlwarden.schemas.alert import Alert, AlertKind, Severity
+from mlwarden.schemas.alert import AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
+from tests.unit.detector_helpers import run, simple_records
 from tests.unit.extraction_streams import (
     T0,
     attack,
@@ -23,16 +24,6 @@ from tests.unit.extraction_streams import (
     merge,
     sybil,
 )
-
-
-def run(
-    detector: BlacklightDetector, records: list[TelemetryRecord], size: int = 2000
-) -> list[Alert]:
-    return [
-        alert
-        for start in range(0, len(records), size)
-        for alert in detector.update(TelemetryBatch(records[start : start + size]))
-    ]
 
 
 def paper_fingerprinter(seed: int = 666) -> Fingerprinter:
@@ -186,18 +177,7 @@ def test_memory_is_bounded_by_the_query_cap_and_time() -> None:
     config = BlacklightConfig(max_queries_per_model=500, ttl_seconds=600, idle_seconds=600)
     detector = BlacklightDetector(config)
     rng = np.random.default_rng(0)
-    records = [
-        TelemetryRecord(
-            event_id=f"o{i}",
-            timestamp=T0 + i,
-            model_id="digits",
-            model_version="1",
-            client_id=f"one-off-{i}",
-            features=rng.random(64).tolist(),
-            prediction=0,
-        )
-        for i in range(3000)
-    ]
+    records = simple_records(3000, model="digits", features=lambda i: rng.random(64).tolist())
     run(detector, records, size=500)
     state = detector.state_dict()
     assert len(json.dumps(state)) < 500 * 45 * 8 * 4 / 3 + 120_000  # ≤ 500 queries' hashes

@@ -10,7 +10,6 @@ import random
 import pytest
 from scipy import stats
 
-from mlwarden.detectors.base import incident_fingerprint
 from mlwarden.detectors.boundary_probing import BoundaryProbingConfig, BoundaryProbingDetector
 from mlwarden.schemas.alert import Alert, AlertKind
 from mlwarden.schemas.telemetry import TelemetryRecord
@@ -18,16 +17,23 @@ from tests.unit.behaviour_streams import (
     AUGMENTATION,
     EXTRACTION,
     HOPSKIPJUMP,
-    T0,
     UNIFORM,
     Profile,
-    assert_conformant,
     attack_start,
     attacker,
+    attackers,
     benign_traffic,
     merged,
     queries_until,
+)
+from tests.unit.detector_helpers import (
+    T0,
+    assert_conformant,
+    assert_opened_by,
+    assert_two_incidents,
+    flagged_attackers,
     run,
+    simple_records,
 )
 
 ORDINARY = Profile(UNIFORM, 0.05)
@@ -59,8 +65,8 @@ def confident_warmup(events: int = 2_000) -> list[TelemetryRecord]:
 
 def test_wald_boundaries_come_from_the_error_rates() -> None:
     det = BoundaryProbingDetector(BoundaryProbingConfig(alpha=1e-4, beta=0.05))
-    assert det.log_a == pytest.approx(math.log(0.95 / 1e-4))
-    assert det.log_b == pytest.approx(math.log(0.05 / (1 - 1e-4)))
+    assert det.sprt.log_a == pytest.approx(math.log(0.95 / 1e-4))
+    assert det.sprt.log_b == pytest.approx(math.log(0.05 / (1 - 1e-4)))
 
 
 def test_log_likelihood_ratio_is_the_binomial_one_and_alarms_at_the_first_crossing() -> None:
@@ -99,7 +105,7 @@ def test_false_alarm_rate_per_test_is_bounded_by_alpha() -> None:
         for c in range(300)
     ]
     alarms = len(run(det, records))
-    shortest_test = math.ceil(-det.log_b / -math.log(0.7 / 0.9))
+    shortest_test = math.ceil(-det.sprt.log_b / -math.log(0.7 / 0.9))
     assert 0 < alarms <= 0.02 / 0.9 * 300 * (60 // shortest_test + 1)
 
 
@@ -112,11 +118,7 @@ def scenario() -> tuple[dict[str, list[TelemetryRecord]], list[Alert]]:
     the H0 rate): an unusual client, not a prober.
     """
     start = attack_start()
-    clients = {
-        f"{name}-{seed}": attacker(seed, f"{name}-{seed}", profile, 200, start)
-        for name, profile in (("hsj", HOPSKIPJUMP), ("augment", AUGMENTATION))
-        for seed in range(4)
-    }
+    clients = attackers((("hsj", HOPSKIPJUMP), ("augment", AUGMENTATION)), 4, start)
     clients["plain"] = attacker(1, "plain", EXTRACTION, 300, start)
     clients["x"] = merged(
         attacker(1, "x", HOPSKIPJUMP, 150, start),
@@ -130,27 +132,17 @@ def scenario() -> tuple[dict[str, list[TelemetryRecord]], list[Alert]]:
 
 def test_boundary_attacks_are_found_within_200_queries(scenario: Scenario) -> None:
     clients, alerts = scenario
-    by_client = {a.client_id: a for a in alerts if a.client_id != "x"}
-    attackers = {c: q for c, q in clients.items() if c.startswith(("hsj", "augment"))}
-    assert set(by_client) == set(attackers)  # one each; no benign client, not `plain`
-    for client, queries in attackers.items():
-        alert = by_client[client]
+    # One each; no benign client, not `plain`.
+    for alert, queries in flagged_attackers(alerts, clients, ("hsj", "augment"), "x"):
         assert queries_until(alert, queries) <= 200
         assert (alert.kind, alert.labels) == (AlertKind.EXTRACTION, {"pattern": "boundary_probing"})
-        tripping = alert.evidence["opening_event_id"]
-        [opening] = [r for r in queries if r.event_id == tripping]
-        assert opening.timestamp == pytest.approx(alert.detected_at.timestamp(), abs=1e-6)
-        assert alert.fingerprint == incident_fingerprint("boundary_probing", "m", client, tripping)
-        assert set(alert.evidence["sample_event_ids"]) <= {r.event_id for r in queries}
+        assert_opened_by(alert, "boundary_probing", queries)
         assert alert.evidence["client_low_margin_rate"] > alert.evidence["null_rate"]
 
 
 def test_one_alert_per_incident_and_a_new_one_after_a_quiet_period(scenario: Scenario) -> None:
     _, alerts = scenario
-    mine = [a for a in alerts if a.client_id == "x"]
-    assert len(mine) == 2
-    assert mine[0].fingerprint != mine[1].fingerprint
-    assert mine[1].detected_at.timestamp() > attack_start() + 1_300
+    assert_two_incidents(alerts, "x", attack_start() + 1_300)
 
 
 def test_long_benign_stream_raises_no_alarm() -> None:
@@ -158,19 +150,8 @@ def test_long_benign_stream_raises_no_alarm() -> None:
 
 
 def test_records_without_probabilities_are_skipped() -> None:
-    bare = [
-        TelemetryRecord(
-            event_id=f"e{i}",
-            timestamp=T0 + i,
-            model_id="m",
-            model_version="1",
-            client_id=f"c{i}",
-            prediction=1,
-        )
-        for i in range(1_000)
-    ]
     det = BoundaryProbingDetector()
-    assert run(det, bare) == []
+    assert run(det, simple_records(1_000, client=lambda i: f"c{i}", prediction=lambda i: 1)) == []
     assert det.tracked_clients == 0
 
 

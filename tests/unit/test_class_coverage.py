@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mlwarden.detectors.base import incident_fingerprint
 from mlwarden.detectors.class_coverage import ClassCoverageConfig, ClassCoverageDetector
 from mlwarden.detectors.coverage_null import LevelNull, normalised_entropy
 from mlwarden.schemas.alert import Alert, AlertKind
@@ -19,16 +18,23 @@ from mlwarden.schemas.telemetry import TelemetryRecord
 from tests.unit.behaviour_streams import (
     AUGMENTATION,
     EXTRACTION,
-    T0,
     UNIFORM,
     Profile,
-    assert_conformant,
     attack_start,
     attacker,
+    attackers,
     benign_traffic,
     merged,
     queries_until,
+)
+from tests.unit.detector_helpers import (
+    T0,
+    assert_conformant,
+    assert_opened_by,
+    assert_two_incidents,
+    flagged_attackers,
     run,
+    simple_records,
 )
 
 Scenario = tuple[dict[str, list[TelemetryRecord]], list[Alert]]
@@ -73,18 +79,7 @@ def test_null_forgets_by_halving() -> None:
 def test_labels_past_max_classes_share_one_bin() -> None:
     cfg = ClassCoverageConfig(max_classes=4, window=10, min_queries=5, min_population=10)
     det = ClassCoverageDetector(cfg)
-    records = [
-        TelemetryRecord(
-            event_id=f"e{i}",
-            timestamp=T0 + i,
-            model_id="m",
-            model_version="1",
-            client_id="c",
-            prediction=f"label-{i % 7}",
-        )
-        for i in range(30)
-    ]
-    run(det, records)
+    run(det, simple_records(30, client=lambda i: "c", prediction=lambda i: f"label-{i % 7}"))
     [client] = det.state_dict()["clients"]
     assert max(client[4]) == 3  # indices 0..2 named, 3 = "(other)"
     assert det.state_dict()["models"]["m"][1] == 4  # K counts the "(other)" bin
@@ -104,11 +99,7 @@ def scenario() -> tuple[dict[str, list[TelemetryRecord]], list[Alert]]:
     predictions only (no probabilities).
     """
     start = attack_start()
-    clients = {
-        f"{name}-{seed}": attacker(seed, f"{name}-{seed}", profile, 200, start)
-        for name, profile in (("extract", EXTRACTION), ("augment", AUGMENTATION))
-        for seed in range(3)
-    }
+    clients = attackers((("extract", EXTRACTION), ("augment", AUGMENTATION)), 3, start)
     clients["fan"] = attacker(4, "fan", FOCUSED, 600, start, per_second=2.0)
     clients["x"] = merged(
         attacker(1, "x", EXTRACTION, 300, start),
@@ -125,31 +116,21 @@ def scenario() -> tuple[dict[str, list[TelemetryRecord]], list[Alert]]:
 
 def test_extraction_is_found_within_200_queries(scenario: Scenario) -> None:
     clients, alerts = scenario
-    by_client = {a.client_id: a for a in alerts if a.client_id != "x"}
-    attackers = {c: q for c, q in clients.items() if c.startswith(("extract", "augment", "bare"))}
-    assert set(by_client) == set(attackers)  # one each; no benign client, not `fan`
-    for client, queries in attackers.items():
-        alert = by_client[client]
+    # One each; no benign client, not `fan`.
+    for alert, queries in flagged_attackers(alerts, clients, ("extract", "augment", "bare"), "x"):
         assert queries_until(alert, queries) <= 200
         assert (alert.kind, alert.labels) == (AlertKind.EXTRACTION, {"pattern": "class_coverage"})
-        tripping = alert.evidence["opening_event_id"]
-        [opening] = [r for r in queries if r.event_id == tripping]
-        assert opening.timestamp == pytest.approx(alert.detected_at.timestamp(), abs=1e-6)
-        assert alert.fingerprint == incident_fingerprint("class_coverage", "m", client, tripping)
+        assert_opened_by(alert, "class_coverage", queries)
         evidence = alert.evidence
         assert evidence["value"] > evidence["threshold"] > evidence["population_median"]
         assert sum(evidence["histogram"].values()) == evidence["window_queries"]
         assert evidence["classes"] == 10
         assert evidence["population_samples"] >= 100
-        assert set(evidence["sample_event_ids"]) <= {r.event_id for r in queries}
 
 
 def test_one_alert_per_incident_and_a_new_one_after_a_quiet_period(scenario: Scenario) -> None:
     _, alerts = scenario
-    mine = [a for a in alerts if a.client_id == "x"]
-    assert len(mine) == 2
-    assert mine[0].fingerprint != mine[1].fingerprint
-    assert mine[1].detected_at.timestamp() > attack_start() + 1_200
+    assert_two_incidents(alerts, "x", attack_start() + 1_200)
 
 
 def test_long_benign_stream_raises_no_alarm() -> None:
@@ -165,18 +146,7 @@ def test_nothing_is_flagged_before_the_population_calibrates_the_threshold() -> 
 
 def test_idle_clients_expire_and_state_stays_small() -> None:
     det = ClassCoverageDetector()
-    one_offs = [
-        TelemetryRecord(
-            event_id=f"e{i}",
-            timestamp=T0 + i,
-            model_id="m",
-            model_version="1",
-            client_id=f"one-off-{i}",
-            prediction=i % 10,
-        )
-        for i in range(20_000)
-    ]
-    run(det, one_offs)
+    run(det, simple_records(20_000, prediction=lambda i: i % 10))
     assert det.tracked_clients <= det.config.idle_seconds + 1
     assert len(json.dumps(det.state_dict())) < 200_000
 

@@ -17,17 +17,15 @@ from mlwarden.detectors.online import bernoulli_kl, binomial_tail_log_bound, wid
 from mlwarden.schemas.alert import Alert, AlertKind
 from mlwarden.schemas.telemetry import TelemetryRecord
 from tests.unit.behaviour_streams import (
-    T0,
     Profile,
-    assert_conformant,
     attacker,
     benign,
     benign_traffic,
     merged,
     probabilities,
     queries_until,
-    run,
 )
+from tests.unit.detector_helpers import assert_conformant, run, simple_records
 
 EVADE = Profile((0, 0, 0, 1.0, 0, 0, 0, 1.0, 0, 0), 0.8)  # pushing inputs across two classes
 Scenario = tuple[list[TelemetryRecord], list[TelemetryRecord], list[Alert]]
@@ -202,19 +200,8 @@ def test_space_saving_keeps_the_campaign_when_counters_overflow() -> None:
 
 
 def test_records_without_probabilities_are_skipped() -> None:
-    bare = [
-        TelemetryRecord(
-            event_id=f"e{i}",
-            timestamp=T0 + i,
-            model_id="m",
-            model_version="1",
-            client_id=f"one-off-{i}",
-            prediction=0,
-        )
-        for i in range(5_000)
-    ]
     det = EvasionCampaignDetector()
-    assert run(det, bare) == []
+    assert run(det, simple_records(5_000)) == []
     assert det.state_dict()["models"] == {}
 
 

@@ -14,8 +14,9 @@ from mlwarden.detectors.base import TelemetryBatch, incident_fingerprint
 from mlwarden.detectors.ood_queries import OodQueriesConfig, OodQueriesDetector
 from mlwarden.schemas.alert import Alert, AlertKind
 from mlwarden.schemas.telemetry import TelemetryRecord
+from tests.unit.detector_helpers import T0, assert_conformant, simple_records
+from tests.unit.detector_helpers import run as run_detector
 
-T0 = 1_790_000_000.0
 CONFIG = OodQueriesConfig(reference_size=1200)
 DIGITS = load_digits().data / 16.0
 
@@ -41,28 +42,29 @@ def scenario(seed: int, attacker: str | None, events: int = 3000) -> list[Teleme
     records = []
     for i in range(events):
         evil = attacker is not None and i >= events // 2 and i % 4 == 0
-        records.append(
-            TelemetryRecord(
-                event_id=f"e{i}",
-                timestamp=T0 + i * 0.1,
-                model_id="digits",
-                model_version="1",
-                client_id="attacker" if evil else f"c{rng.integers(30)}",
-                prediction=0,
-                features=(hostile if evil else benign)[i].tolist() if i % 10 != 7 else None,
-            )
-        )
+        client = "attacker" if evil else f"c{rng.integers(30)}"
+        features = (hostile if evil else benign)[i].tolist() if i % 10 != 7 else None
+        records.append(digits_query(i, client, features))
     return records
+
+
+def digits_query(index: int, client: str, features: list[float] | None) -> TelemetryRecord:
+    """Query `index` of a scenario: one every 0.1 s."""
+    return TelemetryRecord(
+        event_id=f"e{index}",
+        timestamp=T0 + index * 0.1,
+        model_id="digits",
+        model_version="1",
+        client_id=client,
+        prediction=0,
+        features=features,
+    )
 
 
 def run(
     records: list[TelemetryRecord], size: int = 500, detector: OodQueriesDetector | None = None
 ) -> list[Alert]:
-    detector = detector or OodQueriesDetector(CONFIG)
-    alerts: list[Alert] = []
-    for start in range(0, len(records), size):
-        alerts.extend(detector.update(TelemetryBatch(records[start : start + size])))
-    return alerts
+    return run_detector(detector or OodQueriesDetector(CONFIG), records, size)
 
 
 def attacker_queries_until(records: list[TelemetryRecord], alert: Alert) -> int:
@@ -97,34 +99,17 @@ def test_attacker_is_caught_once_with_the_right_kind(attacker: str, kind: str) -
 
 
 def test_batch_split_and_state_round_trip_do_not_change_alerts() -> None:
-    records = scenario(4, "fgsm")
-    expected = [a.model_dump_json() for a in run(records, size=1)]
-    assert expected
-    assert [a.model_dump_json() for a in run(records, size=777)] == expected
-    first = OodQueriesDetector(CONFIG)
-    head = run(records[:2000], detector=first)
-    saved = json.loads(json.dumps(first.state_dict(), allow_nan=False))
-    resumed = OodQueriesDetector(CONFIG)
-    resumed.load_state_dict(saved)
-    tail = run(records[2000:], detector=resumed)
-    assert [a.model_dump_json() for a in head + tail] == expected
+    assert_conformant(lambda: OodQueriesDetector(CONFIG), scenario(4, "fgsm"))
 
 
 def test_warm_up_caps_each_client_and_skips_odd_records() -> None:
     detector = OodQueriesDetector(OodQueriesConfig(reference_size=100, max_client_share=0.1))
     rng = np.random.default_rng(5)
-    odd = [
-        TelemetryRecord(
-            event_id=f"o{i}",
-            timestamp=T0 + i,
-            model_id="m",
-            model_version="1",
-            client_id="flood",
-            prediction=0,
-            features=rng.uniform(0, 1, 4).tolist() if i % 2 else None,
-        )
-        for i in range(200)
-    ]
+    odd = simple_records(
+        200,
+        client=lambda i: "flood",
+        features=lambda i: rng.uniform(0, 1, 4).tolist() if i % 2 else None,
+    )
     assert detector.update(TelemetryBatch(odd)) == []
     rows = detector.state_dict()["references"][0][3]
     assert len(rows) == 10  # one client may fill at most a tenth of the reference
@@ -166,17 +151,7 @@ def sybil_scenario(seed: int, accounts: int, events: int = 4000) -> list[Telemet
         evil = i >= 2500 and i % 4 == 0
         client = f"sybil-{sent % accounts}" if evil else f"c{rng.integers(30)}"
         sent += evil
-        records.append(
-            TelemetryRecord(
-                event_id=f"e{i}",
-                timestamp=T0 + i * 0.1,
-                model_id="digits",
-                model_version="1",
-                client_id=client,
-                prediction=0,
-                features=(hostile if evil else benign)[i].tolist(),
-            )
-        )
+        records.append(digits_query(i, client, (hostile if evil else benign)[i].tolist()))
     return records
 
 

@@ -6,8 +6,7 @@ from mlwarden.detectors.base import TelemetryBatch
 from mlwarden.detectors.query_budget import QueryBudgetConfig, QueryBudgetDetector
 from mlwarden.schemas.alert import AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
-
-T0 = 1_790_000_000.0
+from tests.unit.detector_helpers import T0
 
 
 def queries(client: str, times: list[float], model: str = "m") -> list[TelemetryRecord]:
