@@ -169,8 +169,10 @@ EVASION_CAMPAIGN = Scenario(
         Expected(
             "The model's low-margin share in the 30 s window jumps from ~5% to ~25%: the "
             "Chernoff bound against 1.25x the baseline passes log(1/alpha) within seconds, and "
-            "the two accounts own nearly all the excess (>= 50% required). One model-wide "
-            "alert for the campaign, naming both in its evidence.",
+            "the accounts significant on their own own at least 50% of the excess. One "
+            "model-wide alert for the campaign. It names acct-evade-1 only: acct-evade-2 has 7 "
+            "low-margin events in 14 countable queries when it opens, 11.25 nats against the "
+            "13.82 that alpha = 1e-6 asks of a single client.",
             AlertKind.EVASION,
             Severity.WARNING,
             "1",
