@@ -46,12 +46,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
 from mlwarden.detectors.client_state import pack_array, unpack_array
 from mlwarden.detectors.columns import feature_vector
-from mlwarden.detectors.online import IdleTable, wald_bounds, widened_rate
+from mlwarden.detectors.online import (
+    IdleTable,
+    SprtConfig,
+    WaldTest,
+    close_if_quiet,
+    flag,
+    wald_bounds,
+)
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
 
@@ -74,10 +81,8 @@ def _squared_norm(x: npt.NDArray[np.float32]) -> float:
     return float(np.dot(x, x))
 
 
-class SybilStepsConfig(BaseModel):
+class SybilStepsConfig(SprtConfig):
     """Search ring, what counts as a sign step, the SPRT's error rates, the ring's size."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     ring_size: int = Field(default=2048, ge=16, description="Recent queries searched per model.")
     candidates: int = Field(default=32, ge=1, description="Nearest ring entries checked.")
@@ -90,17 +95,11 @@ class SybilStepsConfig(BaseModel):
     )
     null_ratio: float = Field(default=3.0, ge=1, description="H0: rate <= this x p0.")
     alt_ratio: float = Field(default=10.0, gt=1, description="H1: rate >= this x p0.")
-    alpha: float = Field(default=1e-6, gt=0, lt=0.5, description="False alarms per test.")
-    beta: float = Field(default=0.01, gt=0, lt=0.5, description="Misses per test at H1.")
     min_clients: int = Field(default=5, ge=2, description="Accounts in a ring.")
-    quiet_seconds: float = Field(default=600.0, gt=0)
-    idle_seconds: float = Field(default=1_800.0, gt=0, description="A model's ring expires.")
     severity: Severity = Severity.CRITICAL
 
     @model_validator(mode="after")
-    def _consistent(self) -> SybilStepsConfig:
-        if self.alt_ratio <= self.null_ratio:
-            raise ValueError("alt_ratio must exceed null_ratio (the indifference zone)")
+    def _candidates_fit(self) -> SybilStepsConfig:
         if self.candidates > self.ring_size:
             raise ValueError("candidates must not exceed ring_size")
         return self
@@ -141,13 +140,10 @@ class _Ring:
         self.events: list[str] = [""] * size
         self.filled = self.position = 0
         self.reference = [0, 0]  # [queries, step twins] while learning p0, once the ring is full
-        self.llr = 0.0
-        self.queries = self.twins = 0
-        self.test_start = 0.0
+        self.test = WaldTest()  # hits: step twins
         self.edges: dict[tuple[str, str], int] = {}
         self.twin_ids: deque[str] = deque(maxlen=_SAMPLE_IDS)
         self.last_twin: StepTwin | None = None
-        self.incident: list[Any] | None = None  # [fingerprint, opened_at, last_rejection_ts]
 
     def nearest(self, x: npt.NDArray[np.float32], code: int, k: int) -> npt.NDArray[np.intp]:
         """Ring slots of the `k` nearest queries from clients other than `code`'s, nearest
@@ -170,7 +166,7 @@ class _Ring:
         self.filled = min(self.filled + 1, len(self.clients))
 
     def restart(self, now: float) -> None:
-        self.llr, self.queries, self.twins, self.test_start = 0.0, 0, 0, now
+        self.test.restart(now)
         self.edges.clear()
 
     def ring_members(self) -> list[tuple[str, int]]:
@@ -218,8 +214,7 @@ class SybilStepsDetector(Detector):
         higher (a clean reference of 5,000 queries cannot tell 0 from 1 in 10,000)."""
         cfg = self.config
         queries, twins = ring.reference
-        p0 = max(cfg.base_rate, twins / max(queries, 1))
-        return p0, widened_rate(p0, cfg.null_ratio), widened_rate(p0, cfg.alt_ratio)
+        return cfg.hypotheses(max(cfg.base_rate, twins / max(queries, 1)))
 
     def _observe(self, record: TelemetryRecord, x: npt.NDArray[np.float32]) -> Alert | None:
         cfg, now = self.config, record.timestamp
@@ -227,7 +222,7 @@ class SybilStepsDetector(Detector):
         ring = self._rings.get(key)
         if ring is None or ring.points.shape[1] != x.shape[0]:
             ring = _Ring(cfg.ring_size, x.shape[0])
-            ring.test_start = now
+            ring.restart(now)
         self._rings.put(key, now, ring)
         code = _client_code(record.client_id)
         twin = self._step_twin(ring, x, code)
@@ -267,35 +262,29 @@ class SybilStepsDetector(Detector):
         return StepTwin(ring.clients[slot], ring.events[slot], largest, moved)
 
     def _test(self, record: TelemetryRecord, ring: _Ring, twin: bool) -> Alert | None:
-        now = record.timestamp
+        now, test = record.timestamp, ring.test
         _, h0, h1 = self.hypotheses(ring)
-        ring.llr += math.log(h1 / h0) if twin else math.log((1.0 - h1) / (1.0 - h0))
-        ring.queries += 1
-        ring.twins += twin
-        if ring.llr <= self.log_b:
-            if ring.incident is not None and now - ring.incident[2] >= self.config.quiet_seconds:
-                ring.incident = None
+        test.observe(twin, h0, h1)
+        if test.llr <= self.log_b:
+            close_if_quiet(test, now, self.config.quiet_seconds)
             ring.restart(now)
             return None
-        if ring.llr < self.log_a:
+        if test.llr < self.log_a:
             return None
         members = ring.ring_members()
         alert: Alert | None = None
-        if len(members) >= self.config.min_clients:
-            if ring.incident is None:
-                fingerprint = incident_fingerprint(
-                    self.name, record.model_id, "sybil", record.event_id
-                )
-                ring.incident = [fingerprint, now, now]
-                alert = self._alert(record, ring, members)
-            else:
-                ring.incident[2] = max(ring.incident[2], now)
+        if len(members) >= self.config.min_clients and flag(
+            test,
+            now,
+            lambda: incident_fingerprint(self.name, record.model_id, "sybil", record.event_id),
+        ):
+            alert = self._alert(record, ring, members)
         ring.restart(now)
         return alert
 
     def _alert(self, record: TelemetryRecord, ring: _Ring, members: list[tuple[str, int]]) -> Alert:
-        assert ring.incident is not None
-        cfg = self.config
+        cfg, test = self.config, ring.test
+        assert test.incident is not None
         p0, h0, h1 = self.hypotheses(ring)
         twin = ring.last_twin
         listed = [client for client, _ in members[:_MAX_LISTED_CLIENTS]]
@@ -303,26 +292,26 @@ class SybilStepsDetector(Detector):
             detector=self.name,
             kind=self.kind,
             severity=cfg.severity,
-            fingerprint=ring.incident[0],
+            fingerprint=test.incident[0],
             record=record,
             client_id=listed[0],
-            score=round(ring.llr, 6),
+            score=round(test.llr, 6),
             threshold=round(self.log_a, 6),
             summary=(
                 f"{len(members)} client ids send {record.model_id} queries that are sign steps "
                 f"(every moved feature moved by the same amount) of each other's queries: "
-                f"{ring.twins} of the last {ring.queries} queries, against a benign rate of "
+                f"{test.hits} of the last {test.queries} queries, against a benign rate of "
                 f"{p0:.2%}; gradient-sign augmentation (Papernot et al.) split across accounts"
             ),
             evidence={
                 "statistic": "sprt_log_likelihood_ratio",
-                "value": round(ring.llr, 6),
+                "value": round(test.llr, 6),
                 "threshold": round(self.log_a, 6),
                 "accept_below": round(self.log_b, 6),
                 "alpha": cfg.alpha,
                 "beta": cfg.beta,
-                "queries_in_test": ring.queries,
-                "step_twins_in_test": ring.twins,
+                "queries_in_test": test.queries,
+                "step_twins_in_test": test.hits,
                 "reference_step_twin_rate": round(p0, 6),
                 "reference_queries": ring.reference[0],
                 "null_rate": round(h0, 6),
@@ -334,7 +323,7 @@ class SybilStepsDetector(Detector):
                 "last_step_coordinates": None if twin is None else twin.coordinates,
                 "min_clients": cfg.min_clients,
                 "ring_size": cfg.ring_size,
-                "window_seconds": round(record.timestamp - ring.test_start, 3),
+                "window_seconds": round(record.timestamp - test.test_start, 3),
                 "sample_event_ids": list(ring.twin_ids),
             },
             labels={"pattern": "sybil"},
@@ -361,11 +350,11 @@ class SybilStepsDetector(Detector):
                     "events": r.events[: r.filled],
                     "position": r.position,
                     "reference": r.reference,
-                    "test": [r.llr, r.queries, r.twins, r.test_start],
+                    "test": [r.test.llr, r.test.queries, r.test.hits, r.test.test_start],
                     "edges": [[a, b, n] for (a, b), n in r.edges.items()],
                     "twin_ids": list(r.twin_ids),
                     "last_twin": None if r.last_twin is None else _twin_json(r.last_twin),
-                    "incident": r.incident,
+                    "incident": r.test.incident,
                 }
                 for (model_id, model_version), last_ts, r in self._rings.items()
             ],
@@ -385,12 +374,12 @@ class SybilStepsDetector(Detector):
             ring.clients[:filled], ring.events[:filled] = raw["clients"], raw["events"]
             ring.filled, ring.position = filled, int(raw["position"])
             ring.reference = [int(raw["reference"][0]), int(raw["reference"][1])]
-            ring.llr, ring.queries, ring.twins, ring.test_start = raw["test"]
+            llr, queries, twins, start = raw["test"]
+            ring.test = WaldTest(llr, queries, twins, start, raw["incident"])
             ring.edges = {(a, b): int(n) for a, b, n in raw["edges"]}
             ring.twin_ids.extend(raw["twin_ids"])
             twin = raw["last_twin"]
             ring.last_twin = None if twin is None else StepTwin(*twin)
-            ring.incident = raw["incident"]
             rows.append((raw["model_id"], raw["model_version"], float(raw["last_ts"]), ring))
         self._rings.restore(state["watermark"], iter(rows))
 
