@@ -25,28 +25,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlwarden.detectors.online import WaldTest
+
 
 @dataclass(slots=True)
-class CohortTest:
-    """The pooled test of one model version's low-volume accounts."""
+class CohortTest(WaldTest):
+    """The pooled test of one model version's low-volume accounts, with each one's share."""
 
-    llr: float = 0.0
-    queries: int = 0
-    hits: int = 0
-    test_start: float = 0.0
     members: dict[str, list[int]] = field(default_factory=dict)  # client -> [queries, hits]
-    incident: list[Any] | None = None  # [fingerprint, opened_at, last_rejection_ts]
 
-    def observe(self, client_id: str, hit: bool, log_hit: float, log_miss: float) -> None:
-        self.llr += log_hit if hit else log_miss
-        self.queries += 1
-        self.hits += hit
+    def observe_client(self, client_id: str, hit: bool, h0: float, h1: float) -> None:
+        self.observe(hit, h0, h1)
         counts = self.members.setdefault(client_id, [0, 0])
         counts[0] += 1
         counts[1] += hit
 
     def restart(self, now: float) -> None:
-        self.llr, self.queries, self.hits, self.test_start = 0.0, 0, 0, now
+        super(CohortTest, self).restart(now)
         self.members.clear()
 
     def ring(self, alt_rate: float, min_clients: int, max_share: float) -> list[str] | None:

@@ -316,8 +316,7 @@ class OodQueriesDetector(Detector):
         p0, h0, h1 = self.hypotheses(reference)
         if p0 >= _MAX_POPULATION_RATE:
             return None
-        log_hit, log_miss = math.log(h1 / h0), math.log((1.0 - h1) / (1.0 - h0))
-        cohort.observe(record.client_id, outlier, log_hit, log_miss)
+        cohort.observe_client(record.client_id, outlier, h0, h1)
         if cohort.llr <= self.sprt.log_b:
             close_if_quiet(cohort, now, cfg.quiet_seconds)
             cohort.restart(now)
