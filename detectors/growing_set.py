@@ -14,6 +14,12 @@ open. For each query x predicted as class c:
 * the test runs on the classes with at least 10 distances, after dropping points further
   than 3 std from the mean, once more than 100 distances remain (the code's `> 100`).
 
+Per-class standardisation (our change, `check_distances`): the mean, the std and the 3σ rule
+are each class's own, and Shapiro–Wilk sees the pooled standardised distances. Pooled raw, a
+benign client's favourite class (small d_min: its G_c is dense) and its rare classes (large
+d_min) make D a mixture of bells; that mixture, not multiplicity of tests, was what took
+benign clients' W under δ.
+
 Bounded memory (our change): G keeps the `capacity` most recently added points (a ring,
 float32); a class whose last point leaves G starts over as a first query. T_c is kept as
 running (Welford) moments, so it costs O(1) per class instead of the full distance list.
@@ -270,24 +276,37 @@ def check_distances(
 ) -> DistanceCheck | None:
     """PRADA's test on the window D, or None while too few distances qualify.
 
-    Only classes with `min_class_distances` distances in D count (the released code's 10),
-    then points beyond `outlier_sigma` std of the mean are dropped (its 3).
+    Only classes with `min_class_distances` distances in D count (the released code's 10).
+    Each class's distances are then standardised by that class's own mean and std, points
+    `outlier_sigma` or more from their class mean are dropped (the code's 3σ rule, applied
+    within each class), and Shapiro–Wilk runs on the pooled standardised values. The spread
+    (std/mean) and the summary are of the raw distances kept.
+
+    Why standardise per class: d_min of a class shrinks as G_c fills, so a client's favourite
+    class (most of its queries) has far smaller distances than its rare classes. Pooled raw,
+    D is a mixture of bells of different widths — not normal although every class is — and
+    its W sinks each time a rare class reaches `min_class_distances` and joins the test. The
+    released code pools raw distances and so inherits this; the standardised pool keeps what
+    PRADA looks for (a spike of equal steps inside a class) and drops what it does not (how
+    far apart the classes' scales are).
     """
     if len(values) < min_samples:
         return None
-    counts = Counter(labels)
-    kept = values
-    if min(counts.values()) < min_class_distances:
-        kept = values[np.fromiter((counts[c] >= min_class_distances for c in labels), bool)]
-    if kept.size:
-        std = float(kept.std())
-        if std > 0.0:
-            kept = kept[np.abs(kept - kept.mean()) < outlier_sigma * std]
-    if kept.size < min_samples:
+    _, inverse = np.unique(np.asarray(labels), return_inverse=True)
+    counts = np.bincount(inverse)
+    sums = np.bincount(inverse, weights=values)
+    means = sums / counts
+    squares = np.bincount(inverse, weights=(values - means[inverse]) ** 2)
+    stds = np.sqrt(squares / counts)
+    scale = stds[inverse]
+    z = np.divide(values - means[inverse], scale, out=np.zeros_like(values), where=scale > 0.0)
+    keep = (counts[inverse] >= min_class_distances) & (np.abs(z) < outlier_sigma)
+    if int(keep.sum()) < min_samples:
         return None
+    kept, z = values[keep], z[keep]
     mean, std = float(kept.mean()), float(kept.std())
-    constant = float(np.ptp(kept)) == 0.0
-    w = None if constant else float(stats.shapiro(kept).statistic)
+    constant = float(np.ptp(z)) == 0.0  # every class's distances equal: W is undefined
+    w = None if constant else float(stats.shapiro(z).statistic)
     return DistanceCheck(
         samples=int(kept.size),
         w=w,

@@ -173,11 +173,12 @@ def calibrate(
 ) -> None:
     """Fit PRADA's thresholds per model on a benign recording; print the setting to export.
 
-    PRADA's δ depends on the model and its users' data (the paper picks it by hand), so the
-    defaults raise about one false alarm per benign hour on the simulator's digits model.
-    Record a day of production traffic without known attackers and run this on it.
+    PRADA learns δ and its spread floor for each model version from its first benign
+    clients on its own. This fits them instead from every client of a recording, over
+    whole lives: use it to test a model from its first event, or to pin thresholds that
+    later traffic cannot move. The exported values win over the learned ones.
     """
-    from mlwarden.detectors.prada_calibration import calibrate_limits
+    from mlwarden.detectors.prada import calibrate_limits
     from mlwarden.streams.backtest import read_raw_lines
     from mlwarden.streams.decode import decode_batch
 

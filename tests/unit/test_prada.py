@@ -13,8 +13,8 @@ from scipy import stats
 
 from mlwarden.detectors.base import TelemetryBatch, incident_fingerprint
 from mlwarden.detectors.growing_set import GrowingSet, check_distances
-from mlwarden.detectors.prada import PradaConfig, PradaDetector, PradaLimits
-from mlwarden.detectors.prada_calibration import calibrate_limits, tail_threshold
+from mlwarden.detectors.prada import PradaConfig, PradaDetector, PradaLimits, calibrate_limits
+from mlwarden.detectors.prada_calibration import tail_threshold
 from mlwarden.schemas.alert import Alert, AlertKind
 from mlwarden.schemas.telemetry import TelemetryRecord
 from tests.unit.extraction_streams import (
@@ -41,7 +41,11 @@ def run(detector: PradaDetector, records: list[TelemetryRecord], size: int = 200
 @lru_cache(maxsize=1)
 def calibrated() -> PradaConfig:
     """Thresholds from benign clients of the *other* half of the digits (held out)."""
-    limits = calibrate_limits(benign(1, 60, pool="train"), false_alarm_rate=1e-4)
+    limits = calibrate_limits(
+        benign(1, 60, pool="train"),
+        false_alarm_rate=1e-4,
+        config=PradaConfig(learn_spread_floor=True),
+    )
     return PradaConfig(models=limits)
 
 
@@ -75,18 +79,41 @@ def brute_force_d_min(points: np.ndarray, labels: list[str], capacity: int) -> l
     return out
 
 
-def test_shapiro_w_is_scipys_on_the_filtered_window() -> None:
+def test_shapiro_w_is_scipys_on_each_class_standardised() -> None:
     rng = np.random.default_rng(3)
-    values = np.concatenate([rng.gamma(2.0, 1.0, 150), [40.0], rng.gamma(2.0, 1.0, 5)])
+    a, b = rng.gamma(2.0, 1.0, 100), 5.0 + 3.0 * rng.gamma(2.0, 1.0, 50)
+    values = np.concatenate([a, b, [40.0], rng.gamma(2.0, 1.0, 5)])
     labels = ["a"] * 100 + ["b"] * 51 + ["rare"] * 5  # "rare" has < 10 distances: left out
     check = check_distances(values, labels, min_class_distances=10, min_samples=100)
     assert check is not None
-    kept = values[:151]
-    kept = kept[np.abs(kept - kept.mean()) < 3 * kept.std()]  # the 40.0 outlier goes
-    assert check.samples == len(kept) == 150
-    assert check.w == pytest.approx(stats.shapiro(kept).statistic, abs=1e-12)
-    assert check.spread == pytest.approx(kept.std() / kept.mean())
+    b_all = values[100:151]
+    z_a = (a - a.mean()) / a.std()
+    z_b = (b_all - b_all.mean()) / b_all.std()
+    assert abs(z_b[-1]) >= 3  # 40.0 is b's outlier: it goes
+    assert np.all(np.abs(z_b[:-1]) < 3)
+    kept_a = np.abs(z_a) < 3
+    z = np.concatenate([z_a[kept_a], z_b[:-1]])
+    assert check.samples == z.size == kept_a.sum() + 50
+    assert check.w == pytest.approx(stats.shapiro(z).statistic, abs=1e-12)
+    raw = np.concatenate([a[kept_a], b])
+    assert check.spread == pytest.approx(raw.std() / raw.mean())
     assert check_distances(values[:90], labels[:90], min_samples=100) is None  # too few
+
+
+def test_classes_of_different_scales_do_not_make_d_look_unnatural() -> None:
+    """The root cause of PRADA's benign false alarms: a favourite class (dense G_c, small
+    d_min) pooled raw with rare classes (large d_min) is a mixture, not a bell."""
+    rng = np.random.default_rng(4)
+    favourite = rng.normal(0.9, 0.15, 400)
+    rare = [rng.normal(1.6, 0.35, 20) for _ in range(5)]
+    values = np.concatenate([favourite, *rare])
+    labels = ["0"] * 400 + [str(c) for c in range(1, 6) for _ in range(20)]
+    pooled = values[np.abs(values - values.mean()) < 3 * values.std()]
+    assert stats.shapiro(pooled).statistic < 0.9  # the paper's pooled test would alarm
+    check = check_distances(values, labels)
+    assert check is not None
+    assert check.w is not None
+    assert check.w > 0.98
 
 
 def test_constant_distances_have_no_w_but_zero_spread() -> None:
@@ -114,14 +141,38 @@ def test_d_min_equals_brute_force_exactly_whatever_the_batching(chunk: int) -> N
     assert restored.observe(tail, ["1"] * 50) == gset.observe(tail, ["1"] * 50)
 
 
-def test_tail_threshold_is_the_log_normal_quantile() -> None:
+def test_tail_threshold_is_the_normal_prediction_bound_on_the_log_scale() -> None:
     rng = np.random.default_rng(0)
-    w_minima = 1.0 - np.exp(rng.normal(-3.3, 0.3, 400))
-    delta = tail_threshold(w_minima, 1e-3, upper=True)
-    expected = 1 - math.exp(np.log(1 - w_minima).mean() + 3.0902 * np.log(1 - w_minima).std())
-    assert delta == pytest.approx(expected, abs=2e-4)
-    assert delta <= expected
+    logs = rng.normal(-3.3, 0.3, 400)
+    delta = tail_threshold(1.0 - np.exp(logs), 1e-3, upper=True)
+    k = stats.t.ppf(1 - 1e-3, 399) * math.sqrt(1 + 1 / 400)
+    expected = 1 - math.exp(logs.mean() + k * logs.std(ddof=1))
+    assert delta == pytest.approx(expected, abs=3e-3)  # clipping moves σ̂ a little
     assert tail_threshold([0.2, 0.25, 0.3] * 10, 1e-3, upper=False) < 0.2
+
+
+def test_a_new_benign_client_falls_beyond_the_bound_at_the_target_rate() -> None:
+    """The prediction bound, unlike the plug-in quantile, keeps its rate for small samples."""
+    rng = np.random.default_rng(1)
+    alpha, n, trials = 0.02, 40, 4000
+    beyond = 0
+    for _ in range(trials):
+        minima = 1.0 - np.exp(rng.normal(-3.0, 0.4, n + 1))
+        beyond += minima[-1] < tail_threshold(minima[:-1], alpha, upper=True)
+    # Binomial(4000, 0.02): sd 0.0022; the plug-in z-quantile gives 0.025 here.
+    assert abs(beyond / trials - alpha) < 0.0045
+
+
+def test_attackers_among_the_clients_barely_move_the_fit() -> None:
+    rng = np.random.default_rng(2)
+    benign_minima = 1.0 - np.exp(rng.normal(-3.3, 0.35, 37))
+    attackers = [0.62, 0.7, 0.78]  # extraction clients learned from by mistake
+    clean = tail_threshold(benign_minima, 5e-4, upper=True)
+    dirty = tail_threshold([*benign_minima, *attackers], 5e-4, upper=True)
+    assert abs(dirty - clean) < 0.01
+    logs = np.log(1 - np.array([*benign_minima, *attackers]))
+    plain = 1 - math.exp(logs.mean() + 3.29 * logs.std())
+    assert plain < clean - 0.1  # what mean and std alone would have done
 
 
 def test_calibration_from_benign_clients_lies_in_the_papers_range() -> None:
