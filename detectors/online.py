@@ -241,19 +241,23 @@ class ClientSprt:
         details: dict[str, Any],
         samples: Iterable[str],
         labels: dict[str, str],
+        client_id: str | None = None,
+        severity: Severity | None = None,
     ) -> Alert:
         """The alert of the incident `test` just opened at `record`. Its evidence is the test's
         statistic and error rates, then the detector's `details`, then the hypotheses (H0
-        and H1 `rates`), the test's span and the sample events."""
+        and H1 `rates`), the test's span and the sample events. It names `client_id` (a
+        pooled test's most active member; by default the record's client) at `severity` (by
+        default the configured one)."""
         assert test.incident is not None
         cfg = self.config
         return new_alert(
             detector=self.detector,
             kind=kind,
-            severity=cfg.severity,
+            severity=severity or cfg.severity,
             fingerprint=test.incident[0],
             record=record,
-            client_id=record.client_id,
+            client_id=client_id or record.client_id,
             score=round(test.llr, 6),
             threshold=round(self.log_a, 6),
             summary=summary,

@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
+from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint
 from mlwarden.detectors.client_state import check_state_version
 from mlwarden.detectors.cohort import CohortTest
 from mlwarden.detectors.columns import feature_vector
@@ -338,44 +338,33 @@ class OodQueriesDetector(Detector):
         self, record: TelemetryRecord, reference: _Reference, ring: list[str]
     ) -> Alert:
         cohort, cfg = reference.cohort, self.config
-        assert cohort.incident is not None
         p0, h0, h1 = self.hypotheses(reference)
         listed = ring[:_MAX_LISTED_CLIENTS]
-        return new_alert(
-            detector=self.name,
+        return self.sprt.alert(
+            cohort,
+            record,
             kind=AlertKind.EXTRACTION,
-            severity=cfg.cohort_severity,
-            fingerprint=cohort.incident[0],
-            record=record,
             client_id=listed[0],
-            score=round(cohort.llr, 6),
-            threshold=round(self.sprt.log_a, 6),
+            severity=cfg.cohort_severity,
             summary=(
                 f"{len(ring)} low-volume client ids sent {record.model_id} queries off the data "
                 f"manifold at a pooled rate of {cohort.hits / cohort.queries:.1%} "
                 f"({cohort.hits} of {cohort.queries}) against {p0:.1%} for the population: "
                 f"one extraction campaign split across accounts (Wald SPRT, alpha={cfg.alpha:g})"
             ),
-            evidence={
-                "statistic": "sprt_log_likelihood_ratio",
-                "value": round(cohort.llr, 6),
-                "threshold": round(self.sprt.log_a, 6),
-                "alpha": cfg.alpha,
-                "beta": cfg.beta,
+            rates=(h0, h1),
+            details={
                 "pooled": f"clients with fewer than {cfg.cohort_max_queries} queries",
                 "queries_in_test": cohort.queries,
                 "outliers_in_test": cohort.hits,
                 "pooled_outlier_rate": round(cohort.hits / cohort.queries, 6),
                 "population_outlier_rate": round(p0, 6),
-                "null_rate": round(h0, 6),
-                "alternative_rate": round(h1, 6),
                 "participants": len(ring),
                 "client_ids": listed,
                 "clients_in_test": len(cohort.members),
                 "outlier_score_threshold": round(reference.threshold, 6),
-                "window_seconds": round(record.timestamp - cohort.test_start, 3),
-                "opening_event_id": record.event_id,
             },
+            samples=(),
             labels={"pattern": "sybil", "variant": "ood_queries"},
         )
 

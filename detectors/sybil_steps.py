@@ -48,16 +48,16 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field, model_validator
 
-from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint, new_alert
+from mlwarden.detectors.base import Detector, TelemetryBatch, incident_fingerprint
 from mlwarden.detectors.client_state import pack_array, unpack_array
 from mlwarden.detectors.columns import feature_vector
 from mlwarden.detectors.online import (
+    ClientSprt,
     IdleTable,
     SprtConfig,
     WaldTest,
     close_if_quiet,
     flag,
-    wald_bounds,
 )
 from mlwarden.schemas.alert import Alert, AlertKind, Severity
 from mlwarden.schemas.telemetry import TelemetryRecord
@@ -194,7 +194,7 @@ class SybilStepsDetector(Detector):
 
     def __init__(self, config: SybilStepsConfig | None = None) -> None:
         cfg = self.config = config or SybilStepsConfig()
-        self.log_a, self.log_b = wald_bounds(cfg.alpha, cfg.beta)
+        self.sprt = ClientSprt(self.name, cfg)
         self._rings: IdleTable[_Ring] = IdleTable(cfg.idle_seconds)
 
     def update(self, batch: TelemetryBatch) -> list[Alert]:
@@ -265,11 +265,11 @@ class SybilStepsDetector(Detector):
         now, test = record.timestamp, ring.test
         _, h0, h1 = self.hypotheses(ring)
         test.observe(twin, h0, h1)
-        if test.llr <= self.log_b:
+        if test.llr <= self.sprt.log_b:
             close_if_quiet(test, now, self.config.quiet_seconds)
             ring.restart(now)
             return None
-        if test.llr < self.log_a:
+        if test.llr < self.sprt.log_a:
             return None
         members = ring.ring_members()
         alert: Alert | None = None
@@ -283,39 +283,28 @@ class SybilStepsDetector(Detector):
         return alert
 
     def _alert(self, record: TelemetryRecord, ring: _Ring, members: list[tuple[str, int]]) -> Alert:
-        cfg, test = self.config, ring.test
-        assert test.incident is not None
+        cfg = self.config
         p0, h0, h1 = self.hypotheses(ring)
         twin = ring.last_twin
         listed = [client for client, _ in members[:_MAX_LISTED_CLIENTS]]
-        return new_alert(
-            detector=self.name,
+        return self.sprt.alert(
+            ring.test,
+            record,
             kind=self.kind,
-            severity=cfg.severity,
-            fingerprint=test.incident[0],
-            record=record,
             client_id=listed[0],
-            score=round(test.llr, 6),
-            threshold=round(self.log_a, 6),
             summary=(
                 f"{len(members)} client ids send {record.model_id} queries that are sign steps "
                 f"(every moved feature moved by the same amount) of each other's queries: "
-                f"{test.hits} of the last {test.queries} queries, against a benign rate of "
-                f"{p0:.2%}; gradient-sign augmentation (Papernot et al.) split across accounts"
+                f"{ring.test.hits} of the last {ring.test.queries} queries, against a benign "
+                f"rate of {p0:.2%}; gradient-sign augmentation (Papernot et al.) split across "
+                "accounts"
             ),
-            evidence={
-                "statistic": "sprt_log_likelihood_ratio",
-                "value": round(test.llr, 6),
-                "threshold": round(self.log_a, 6),
-                "accept_below": round(self.log_b, 6),
-                "alpha": cfg.alpha,
-                "beta": cfg.beta,
-                "queries_in_test": test.queries,
-                "step_twins_in_test": test.hits,
+            rates=(h0, h1),
+            details={
+                "queries_in_test": ring.test.queries,
+                "step_twins_in_test": ring.test.hits,
                 "reference_step_twin_rate": round(p0, 6),
                 "reference_queries": ring.reference[0],
-                "null_rate": round(h0, 6),
-                "alternative_rate": round(h1, 6),
                 "participants": len(members),
                 "client_ids": listed,
                 "step_twins_by_client": {client: count for client, count in members[:20]},
@@ -323,9 +312,8 @@ class SybilStepsDetector(Detector):
                 "last_step_coordinates": None if twin is None else twin.coordinates,
                 "min_clients": cfg.min_clients,
                 "ring_size": cfg.ring_size,
-                "window_seconds": round(record.timestamp - test.test_start, 3),
-                "sample_event_ids": list(ring.twin_ids),
             },
+            samples=ring.twin_ids,
             labels={"pattern": "sybil"},
         )
 
