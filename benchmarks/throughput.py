@@ -5,12 +5,17 @@
 1. Produces N valid telemetry records (1% malformed, to exercise the DLQ path).
 2. Raw baseline: aiokafka consumes all N and decodes them with `decode_batch` (no Faust,
    no detectors) — the ceiling a Python consumer reaches on this broker and machine.
-3. Worker: a real `mlwarden worker` process; its rate is measured from its committed offsets
-   (first commit to last), so its start-up and group join are not counted against it.
+3. Worker: a real `mlwarden worker` process (every detector, unless MLWARDEN_DETECTORS__ENABLED
+   says otherwise); its rate is measured from its committed offsets (first commit to last), so
+   its start-up and group join are not counted against it. The offsets are read every
+   `--poll-s` through one consumer kept open; the longest stretch without a new commit and the
+   times the worker lost its group membership are reported, as a stall is the failure this
+   measurement exists to catch.
 4. Idle: once the worker has caught up, the CPU it and the broker use over `--idle-s` seconds
    with no traffic (a worker whose fetches do not wait would spin here).
 Prints records/s for both and the ratio, then the idle CPU. Absolute numbers vary with the
-machine; the ratio is what to compare between changes.
+machine; the ratio is what to compare between changes. The worker dies with this script
+(parent-death signal), even when the script is killed outright.
 """
 
 from __future__ import annotations
@@ -20,25 +25,30 @@ import asyncio
 import json
 import os
 import random
-import subprocess
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KafkaTopicPartition
 
 from mlwarden.streams.broker import EmbeddedBroker
 from mlwarden.streams.decode import RawMessage, decode_batch
 from mlwarden.streams.lag import consumer_lag
-from mlwarden.streams.processes import stop_process_group
+from mlwarden.streams.processes import start_process_group, stop_process_group
 from mlwarden.streams.settings import KafkaSettings
 from mlwarden.streams.topics import ensure_topics
 
 PARTITIONS = 4
 GROUP = "mlwarden-bench-worker"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# What the worker logs once per lost group membership it rejoins after
+# (streams/faust_transport); a worker that never rejoins only logs failed commits.
+REJOINED = b"left its consumer group"
+FAILED_COMMIT = b"UnknownMemberIdError"
 
 
 def group_cpu_s(pgid: int) -> float:
@@ -138,9 +148,64 @@ async def raw_consume(bootstrap: str, topic: str, records: int) -> float:
         await consumer.stop()
 
 
+class CommittedOffsets:
+    """The group's committed offsets on `topic`, read through one consumer kept open.
+
+    A consumer with the group id but no subscription reads offsets without joining the group.
+    (A fresh client per read, 20 reads a second, cost about 40 % of a core, which the worker
+    under test then did not get.)
+    """
+
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        self._partitions = [KafkaTopicPartition(topic, p) for p in range(PARTITIONS)]
+
+    def total(self) -> int:
+        return sum(self._consumer.committed(tp) or 0 for tp in self._partitions)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class WorkerRun:
+    """What one worker run measured: its rate, and how long it ever went without committing."""
+
+    def __init__(self) -> None:
+        self.first: tuple[float, int] | None = None  # (time, records) of the first commit seen
+        self.last: tuple[float, int] | None = None  # of the last change seen
+        self.longest_stall_s = 0.0
+        self.lost_membership = 0
+        self.idle: dict[str, float] = {}
+
+    def saw(self, now: float, done: int) -> None:
+        if not done:
+            return
+        if self.first is None:
+            self.first = self.last = (now, done)
+        elif self.last is not None and done != self.last[1]:
+            self.longest_stall_s = max(self.longest_stall_s, now - self.last[0])
+            self.last = (now, done)
+
+    def stalled_until(self, now: float) -> None:
+        if self.last is not None:
+            self.longest_stall_s = max(self.longest_stall_s, now - self.last[0])
+
+
 def worker_rate(
-    bootstrap: str, topic: str, records: int, workdir: Path, idle_s: float
-) -> tuple[float, int, dict[str, float]]:
+    bootstrap: str,
+    topic: str,
+    records: int,
+    workdir: Path,
+    *,
+    idle_s: float,
+    poll_s: float,
+    timeout_s: float,
+    log_level: str,
+) -> tuple[WorkerRun, bool]:
+    """Run the worker until it has committed `records`; return what was measured and whether
+    it got there within `timeout_s`."""
     env = {
         **os.environ,
         "MLWARDEN_KAFKA__BOOTSTRAP": bootstrap,
@@ -149,34 +214,37 @@ def worker_rate(
         "MLWARDEN_WORKER__WEB_PORT": "0",
         "MLWARDEN_WORKER__COMMIT_INTERVAL_S": "1.0",
         "MLWARDEN_WORKER__DATA_DIR": str(workdir / "data"),
-        "MLWARDEN_LOG_LEVEL": "WARNING",
+        "MLWARDEN_LOG_LEVEL": log_level,
     }
-    log = (workdir / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "mlwarden.streams.cli", "worker"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    run = WorkerRun()
+    log_path = workdir / "worker.log"
+    committed = CommittedOffsets(bootstrap, GROUP, topic)
+    with log_path.open("wb") as log:
+        worker = start_process_group(
+            [sys.executable, "-m", "mlwarden.streams.cli", "worker"], env=env, log=log
+        )
     try:
-        first: tuple[float, int] | None = None
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if worker.poll() is not None:
-                raise SystemExit(f"worker died; see {workdir / 'worker.log'}")
-            done = records - sum(consumer_lag(bootstrap, GROUP, topic).values())
+                raise SystemExit(f"worker died; see {log_path}")
+            done = committed.total()
             now = time.perf_counter()
-            if done and first is None:
-                first = (now, done)
-            if done >= records and first is not None:
+            run.saw(now, done)
+            if done >= records:
                 time.sleep(2.0)  # let the last commit and checkpoint settle
-                idle = idle_cpu({"worker": worker.pid, "broker": broker_pgid(bootstrap)}, idle_s)
-                return now - first[0], records - first[1], idle
-            time.sleep(0.05)
-        raise SystemExit("worker did not finish within 600 s")
+                run.idle = idle_cpu(
+                    {"worker": worker.pid, "broker": broker_pgid(bootstrap)}, idle_s
+                )
+                return run, True
+            time.sleep(poll_s)
+        run.stalled_until(time.perf_counter())
+        return run, False
     finally:
+        committed.close()
         stop_process_group(worker)
+        text = log_path.read_bytes()
+        run.lost_membership = max(text.count(REJOINED), int(FAILED_COMMIT in text))
 
 
 def main() -> None:
@@ -184,32 +252,63 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=5_000)
     parser.add_argument("--idle-s", type=float, default=10.0, help="idle CPU sampling time")
+    parser.add_argument(
+        "--poll-s", type=float, default=0.25, help="how often the worker's commits are read"
+    )
+    parser.add_argument(
+        "--timeout-s", type=float, default=600.0, help="give up on the worker after this long"
+    )
+    parser.add_argument("--log-level", default="WARNING", help="the worker's (log in the workdir)")
     args = parser.parse_args()
+    # A SIGTERM unwinds like Ctrl-C, so the worker and broker are stopped in order.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     workdir = Path(tempfile.mkdtemp(prefix="mlwarden-bench-"))
     with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
         kafka = KafkaSettings(bootstrap=broker.bootstrap, partitions=PARTITIONS)
         ensure_topics(kafka)
         topic = kafka.topics.telemetry
         produce_s = produce(broker.bootstrap, topic, args.records, args.clients)
+        on_topic = sum(consumer_lag(broker.bootstrap, GROUP, topic).values())
+        if on_topic != args.records:
+            raise SystemExit(f"{on_topic:,} records on {topic}, {args.records:,} produced")
         raw_s = asyncio.run(raw_consume(broker.bootstrap, topic, args.records))
-        worker_s, worker_records, idle = worker_rate(
-            broker.bootstrap, topic, args.records, workdir, args.idle_s
+        run, finished = worker_rate(
+            broker.bootstrap,
+            topic,
+            args.records,
+            workdir,
+            idle_s=args.idle_s,
+            poll_s=args.poll_s,
+            timeout_s=args.timeout_s,
+            log_level=args.log_level,
         )
     raw_rate = args.records / raw_s
-    if worker_s == 0:  # everything was committed at once: no interval to measure over
-        raise SystemExit(f"the worker committed all {args.records:,} at once; raise --records")
-    worker_rate_ = worker_records / worker_s
     print(f"records                 {args.records:>12,}  ({args.clients:,} clients, 1% malformed)")
     print(f"produce (kafka-python)  {args.records / produce_s:>12,.0f} records/s")
     print(f"raw aiokafka + decode   {raw_rate:>12,.0f} records/s")
+    print(
+        f"longest commit gap      {run.longest_stall_s:>12.1f} s  "
+        f"(lost group membership {run.lost_membership} times; log: {workdir / 'worker.log'})"
+    )
+    if not finished:
+        done = run.last[1] if run.last else 0
+        raise SystemExit(
+            f"the worker committed {done:,} of {args.records:,} records in {args.timeout_s:g} s"
+        )
+    assert run.first is not None
+    assert run.last is not None
+    worker_s, worker_records = run.last[0] - run.first[0], run.last[1] - run.first[1]
+    if worker_s == 0:  # everything was committed at once: no interval to measure over
+        raise SystemExit(f"the worker committed all {args.records:,} at once; raise --records")
+    worker_rate_ = worker_records / worker_s
     print(
         f"mlwarden worker         {worker_rate_:>12,.0f} records/s  "
         f"(measured over {worker_records:,} records)"
     )
     print(f"worker / raw            {worker_rate_ / raw_rate:>12.2f}")
     print(
-        f"idle CPU over {args.idle_s:g} s     worker {idle['worker']:.1f} %, "
-        f"broker {idle['broker']:.1f} % of one core"
+        f"idle CPU over {args.idle_s:g} s     worker {run.idle['worker']:.1f} %, "
+        f"broker {run.idle['broker']:.1f} % of one core"
     )
 
 

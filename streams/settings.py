@@ -61,7 +61,14 @@ class KafkaSettings(BaseModel):
     # (300 s max poll) make group joins hang on small brokers such as Tansu.
     session_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
-    max_poll_interval_s: float = Field(default=30.0, gt=0)
+    max_poll_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest gap between the worker's polls before it leaves the group and its "
+        "partitions move. A poll returns at most one batch (worker.batch_size records), so a "
+        "gap is about one batch's detection: keep this well above that under load. A worker "
+        "that goes over rejoins once its batch is done (see streams/faust_transport).",
+    )
     fetch_max_wait_ms: int = Field(
         default=20,
         ge=1,
