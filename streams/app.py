@@ -10,11 +10,14 @@ resume waits and resolve quiet incidents. None of them knows any detection or re
 from __future__ import annotations
 
 import logging
+import os
+import time
 from asyncio import get_running_loop as loop
 from collections import defaultdict
 from collections.abc import MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from signal import SIGTERM
 from typing import Any, cast
 
 import faust
@@ -28,8 +31,8 @@ from mlwarden.playbooks.engine import EngineOutput, PlaybookEngine
 from mlwarden.playbooks.loader import load_playbooks
 from mlwarden.playbooks.shipped import library_dir
 from mlwarden.schemas.alert import Alert
+from mlwarden.schemas.dead_letter import DeadLetter
 from mlwarden.schemas.incident import EngineCommand
-from mlwarden.schemas.telemetry import TelemetryRecord
 from mlwarden.streams.decode import RawMessage, decode_batch
 from mlwarden.streams.faust_transport import use_fetch_max_wait
 from mlwarden.streams.partitions import PartitionedPipelines, partition_of_key
@@ -37,6 +40,7 @@ from mlwarden.streams.recent import RecentTelemetry, attach_recent
 from mlwarden.streams.response import IncidentTable, build_responders
 from mlwarden.streams.settings import Settings
 from mlwarden.streams.slack_endpoint import handle_slack_action
+from mlwarden.streams.watchdog import StallWatchdog
 
 _LOG = logging.getLogger(__name__)
 
@@ -57,8 +61,12 @@ def broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the worker application from `settings` (one app per process)."""
+def create_app(settings: Settings, watchdog: StallWatchdog | None = None) -> faust.App:
+    """Build the worker application from `settings` (one app per process).
+
+    With a `watchdog`, the worker stops itself (SIGTERM, Faust's clean shutdown) once it
+    reports a stall; the caller reads `watchdog.stall` to choose the exit code.
+    """
     kafka, worker = settings.kafka, settings.worker
     app = faust.App(
         worker.app_id,
@@ -167,29 +175,35 @@ def create_app(settings: Settings) -> faust.App:
         )
         async for events in batches:
             for tp, partition_events in _by_partition(events).items():
-                decoded = decode_batch(
-                    (_raw_message(tp, event) for event in partition_events),
-                    worker.max_record_bytes,
+                messages = [_raw_message(tp, event) for event in partition_events]
+                if watchdog is not None and messages[-1].offset is not None:
+                    watchdog.received(tp.partition, messages[-1].offset, time.monotonic())
+                rejects, alerts, snapshot_writes = await loop().run_in_executor(
+                    detection_thread, detect_batch, tp.partition, messages
                 )
-                for dead in decoded.rejects:
+                for dead in rejects:
                     await dead_letter_topic.send(
                         key=dead.key, value=dead.original, headers=dead.headers()
                     )
-                alerts, snapshot_writes = await loop().run_in_executor(
-                    detection_thread, detect_batch, tp.partition, decoded.records
-                )
                 for key, value in snapshot_writes.items():
                     snapshot_table[key] = value
                 for alert in alerts:
                     await alerts_topic.send(key=alert.fingerprint.encode(), value=_json(alert))
 
     def detect_batch(
-        partition: int, records: list[TelemetryRecord]
-    ) -> tuple[list[Alert], dict[str, Any]]:
-        """Detection plus the ring buffer of recent telemetry, off the event loop: an alert
-        leaves with its subject's latest queries, which evidence snapshots keep."""
-        alerts, writes = pipelines.update(partition, records)
-        return attach_recent(recent, records, alerts), writes
+        partition: int, messages: list[RawMessage]
+    ) -> tuple[list[DeadLetter], list[Alert], dict[str, Any]]:
+        """Decoding, detection and the ring buffer of recent telemetry, off the event loop.
+
+        Messages the partition's restored snapshot already holds (replayed after a restart or
+        a rebalance) are skipped, so no detector counts a query twice. An alert leaves with its
+        subject's latest queries, which evidence snapshots keep.
+        """
+        decoded = decode_batch(pipelines.fresh(partition, messages), worker.max_record_bytes)
+        alerts, writes = pipelines.update(
+            partition, decoded.records, through_offset=messages[-1].offset
+        )
+        return decoded.rejects, attach_recent(recent, decoded.records, alerts), writes
 
     @app.agent(alerts_topic)
     async def respond(stream: faust.StreamT[bytes]) -> None:
@@ -228,9 +242,19 @@ def create_app(settings: Settings) -> faust.App:
 
     async def tick() -> None:
         """Once a second: waits that ended, approval timeouts, quiet-period resolves. Only the
-        worker that owns the single alerts partition owns the incidents."""
+        worker that owns the single alerts partition owns the incidents. And the stall check."""
         if TP(topics.alerts, 0) in app.assignor.assigned_actives():
             await publish(await engine.tick())
+        if watchdog is not None and watchdog.stall is None:
+            highwaters = {
+                tp.partition: app.consumer.highwater(tp)
+                for tp in app.assignor.assigned_actives()
+                if tp.topic == topics.telemetry
+            }
+            stall = watchdog.check(highwaters, time.monotonic())
+            if stall is not None:
+                _LOG.critical("%s", stall)
+                os.kill(os.getpid(), SIGTERM)
 
     app.timer(1.0, name="mlwarden.tick")(tick)  # app.timer is untyped: applied, not decorated
 
@@ -245,7 +269,20 @@ def create_app(settings: Settings) -> faust.App:
         sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
     ) -> None:
         revoked: set[TP] = args[0] if args else kwargs["revoked"]
-        pipelines.revoke(tp.partition for tp in revoked if tp.topic == topics.telemetry)
+        partitions = [tp.partition for tp in revoked if tp.topic == topics.telemetry]
+        pipelines.revoke(partitions)
+        if watchdog is not None:
+            watchdog.revoked(partitions)
+
+    if watchdog is not None:
+        # Bound once here: mypy cannot carry the narrowing into the handler below.
+        stall_watchdog = watchdog
+
+        @app.on_partitions_assigned.connect
+        def _restart_stall_clock(
+            sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+        ) -> None:
+            stall_watchdog.assigned(time.monotonic())
 
     return app
 

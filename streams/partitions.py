@@ -6,6 +6,12 @@ at most every `checkpoint_interval_s`, so a restarted worker or the new owner of
 partition resumes from the snapshot instead of relearning from scratch. Events between the last
 snapshot and the crash are replayed from Kafka where their offsets were not yet committed.
 
+Offsets are committed on their own clock, so a snapshot can also be *ahead* of the committed
+offset: events it already holds come back after a restart or a rebalance. Fed twice, they
+would look like a client repeating its own queries (Blacklight's near-duplicates) and page
+someone. Each manifest therefore names the last offset its snapshot holds (`through_offset`),
+and `fresh` drops what the restored pipeline has already seen.
+
 A snapshot is JSON, zlib-compressed and split into chunks that each fit a Kafka message. It is
 written to alternating slots, and a small manifest naming the slot is written last, so a worker
 that dies mid-checkpoint leaves the previous snapshot whole. Table keys:
@@ -21,7 +27,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 from mlwarden.detectors.pipeline import DetectorPipeline
 from mlwarden.schemas.alert import Alert
@@ -31,6 +37,14 @@ log = logging.getLogger(__name__)
 
 CHUNK_CHARS: Final = 256 * 1024  # well under Kafka's default 1 MiB message limit
 _SLOTS: Final = ("a", "b")
+
+
+class HasOffset(Protocol):
+    @property
+    def offset(self) -> int | None: ...
+
+
+OffsetT = TypeVar("OffsetT", bound=HasOffset)
 
 
 def partition_of_key(key: str) -> int:
@@ -71,21 +85,35 @@ class PartitionedPipelines:
         self._pipelines: dict[int, DetectorPipeline] = {}
         self._last_checkpoint: dict[int, float] = {}
         self._slots: dict[int, str] = {}  # the slot each partition's manifest names
+        self._through: dict[int, int] = {}  # the last offset each partition's pipeline holds
+
+    def fresh(self, partition: int, messages: Sequence[OffsetT]) -> list[OffsetT]:
+        """`messages` of `partition` that its (restored) pipeline has not seen yet."""
+        self._pipeline(partition)
+        through = self._through.get(partition)
+        if through is None:
+            return list(messages)
+        return [
+            message for message in messages if message.offset is None or message.offset > through
+        ]
 
     def update(
-        self, partition: int, records: Sequence[TelemetryRecord]
+        self,
+        partition: int,
+        records: Sequence[TelemetryRecord],
+        through_offset: int | None = None,
     ) -> tuple[list[Alert], dict[str, Any]]:
-        """Run `records` of `partition` through its pipeline.
+        """Run `records` of `partition` through its pipeline; `through_offset` is the last
+        offset of the batch they came from (dead letters and replays included).
 
         Returns the alerts and, when a checkpoint is due, the snapshot table writes that make
         it. Nothing is written here: the worker runs this off its event loop (detection can
         take long enough to starve Kafka heartbeats) and applies the writes on the loop, which
         owns the table.
         """
-        pipeline = self._pipelines.get(partition)
-        if pipeline is None:
-            pipeline = self._pipelines[partition] = self._restore(partition)
-        alerts = pipeline.update(records)
+        alerts = self._pipeline(partition).update(records)
+        if through_offset is not None:
+            self._through[partition] = through_offset
         now = self._monotonic()
         if alerts or now - self._last_checkpoint.get(partition, 0.0) >= self._checkpoint_interval_s:
             # An alert is always checkpointed at once: the incident it opened must survive a
@@ -103,7 +131,10 @@ class PartitionedPipelines:
         writes: dict[str, Any] = {
             f"{partition}/{slot}/{index}": chunk for index, chunk in enumerate(chunks)
         }
-        writes[str(partition)] = {"slot": slot, "chunks": len(chunks), "sha256": _digest(chunks)}
+        manifest: dict[str, Any] = {"slot": slot, "chunks": len(chunks), "sha256": _digest(chunks)}
+        if partition in self._through:
+            manifest["through_offset"] = self._through[partition]
+        writes[str(partition)] = manifest
         self._slots[partition] = slot
         self._last_checkpoint[partition] = self._monotonic()
         return writes
@@ -114,6 +145,13 @@ class PartitionedPipelines:
             self._pipelines.pop(partition, None)
             self._last_checkpoint.pop(partition, None)
             self._slots.pop(partition, None)
+            self._through.pop(partition, None)
+
+    def _pipeline(self, partition: int) -> DetectorPipeline:
+        pipeline = self._pipelines.get(partition)
+        if pipeline is None:
+            pipeline = self._pipelines[partition] = self._restore(partition)
+        return pipeline
 
     def _restore(self, partition: int) -> DetectorPipeline:
         pipeline = self._new_pipeline()
@@ -130,4 +168,6 @@ class PartitionedPipelines:
             log.error("detector snapshot of partition %d is incomplete; starting fresh", partition)
             return pipeline
         pipeline.load_state_dict(decode_snapshot(chunks))
+        if isinstance(manifest.get("through_offset"), int):  # older manifests lack it
+            self._through[partition] = manifest["through_offset"]
         return pipeline

@@ -101,6 +101,12 @@ class WorkerSettings(BaseModel):
         "threads only contend with it (measured: 2 threads on a busy 2-core box, 25x slower).",
     )
     web_port: int = Field(default=6066, ge=0, description="Faust's web server (0 = disabled).")
+    stall_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Telemetry waiting and none received for this long: the worker exits "
+        "with code 75 for its supervisor to restart it (see streams/watchdog).",
+    )
 
 
 class PlaybookSettings(BaseModel):

@@ -1,4 +1,8 @@
-"""Run the stream worker in this process until SIGINT/SIGTERM (Faust handles both cleanly)."""
+"""Run the stream worker in this process until SIGINT/SIGTERM (Faust handles both cleanly).
+
+It exits with code 75 (`watchdog.EXIT_STALLED`) when it stopped itself because it stalled;
+run it under a supervisor that restarts it then (systemd `Restart=on-failure`, Kubernetes).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from mlwarden.detectors.registry import build_pipeline
 from mlwarden.streams.app import create_app
 from mlwarden.streams.settings import Settings
 from mlwarden.streams.topics import ensure_topics
+from mlwarden.streams.watchdog import EXIT_STALLED, StallWatchdog
 
 
 def limit_torch_threads(threads: int) -> None:
@@ -24,6 +29,12 @@ def run_worker(settings: Settings) -> None:
     # ConfigError now, not when a partition's first batch builds its pipeline.
     build_pipeline(settings.detectors)
     ensure_topics(settings.kafka)
-    app = create_app(settings)
+    watchdog = StallWatchdog(settings.worker.stall_timeout_s)
+    app = create_app(settings, watchdog)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if watchdog.stall is not None:  # stopped itself: ask the supervisor for a restart
+            raise SystemExit(EXIT_STALLED) from None
+        raise

@@ -8,7 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +20,7 @@ from mlwarden.streams.lag import consumer_lag
 from mlwarden.streams.processes import stop_process_group
 from mlwarden.streams.settings import KafkaSettings, TopicNames
 from mlwarden.streams.topics import ensure_topics
+from mlwarden.streams.watchdog import EXIT_STALLED
 
 T = TypeVar("T")
 
@@ -68,6 +69,35 @@ def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.P
             yield process
         finally:
             stop_process_group(process, timeout_s=15)
+
+
+class SupervisedWorker:
+    """`mlwarden worker` restarted whenever it exits with EXIT_STALLED, as a supervisor
+    (systemd `Restart=on-failure`, Kubernetes) restarts it in production."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self._env, self._log_path = env, log_path
+        self._stack = ExitStack()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def __enter__(self) -> SupervisedWorker:
+        self.process = self._stack.enter_context(running_worker(self._env, self._log_path))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def keep_alive(self) -> None:
+        """Restart a worker that stopped itself because it stalled; fail on any other exit."""
+        assert self.process is not None, "use SupervisedWorker in a with block"
+        code = self.process.poll()
+        if code == EXIT_STALLED:
+            self._stack.close()
+            self.restarts += 1
+            self.process = self._stack.enter_context(running_worker(self._env, self._log_path))
+        elif code is not None:
+            raise AssertionError(f"the worker exited with code {code}: {self._log_path}")
 
 
 def wait_for(check: Callable[[], T | None], timeout_s: float, what: str, log: Path) -> T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -131,3 +132,42 @@ def test_update_writes_nothing_itself() -> None:
     assert len(alerts) == 1
     assert store == {}, "the worker applies checkpoint writes on its event loop"
     assert writes["0"]["chunks"] >= 1
+
+
+@dataclass(frozen=True)
+class Message:
+    offset: int | None
+
+
+def test_replayed_offsets_are_skipped_once_restored() -> None:
+    """Offsets are committed on their own clock: events the snapshot already holds come back
+    after a restart and must not be counted twice (Blacklight would see self-duplicates)."""
+    store: dict[str, Any] = {}
+    first = PartitionedPipelines(lambda: build_pipeline(SUITE), store, monotonic=Clock())
+    _, writes = first.update(0, records("quiet", 0, 3), through_offset=41)
+    store.update(writes)
+    assert store["0"]["through_offset"] == 41
+
+    restarted = PartitionedPipelines(lambda: build_pipeline(SUITE), store, monotonic=Clock())
+    replay = [Message(offset) for offset in range(39, 45)]
+    assert [m.offset for m in restarted.fresh(0, replay)] == [42, 43, 44]
+    restarted.update(0, [], through_offset=44)
+    assert restarted.fresh(0, [Message(44), Message(45)]) == [Message(45)]
+
+
+def test_a_partition_without_a_snapshot_or_offsets_skips_nothing() -> None:
+    store: dict[str, Any] = {}
+    parts = PartitionedPipelines(lambda: build_pipeline(SUITE), store, monotonic=Clock())
+    batch = [Message(5), Message(None)]
+    assert parts.fresh(1, batch) == batch
+    parts.update(1, records("quiet", 0, 1))  # through no offset: a file, or an old caller
+    assert "through_offset" not in parts.checkpoint(1)["1"]
+    assert parts.fresh(1, batch) == batch
+
+
+def test_a_revoked_partition_forgets_its_offset() -> None:
+    store: dict[str, Any] = {}
+    parts = PartitionedPipelines(lambda: build_pipeline(SUITE), store, monotonic=Clock())
+    parts.update(2, records("quiet", 0, 1), through_offset=9)
+    parts.revoke([2])
+    assert parts.fresh(2, [Message(3)]) == [Message(3)], "no snapshot was stored: start over"
