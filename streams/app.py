@@ -17,12 +17,14 @@ from collections import defaultdict
 from collections.abc import MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from signal import SIGTERM
 from typing import Any, cast
 
 import faust
 from faust.types import TP, EventT
 from faust.web import Request, Response, View
+from kafka.errors import KafkaError
 from mode import BaseSignalT
 from pydantic import ValidationError
 
@@ -32,15 +34,17 @@ from mlwarden.playbooks.loader import load_playbooks
 from mlwarden.playbooks.shipped import library_dir
 from mlwarden.schemas.alert import Alert
 from mlwarden.schemas.dead_letter import DeadLetter
+from mlwarden.schemas.errors import BrokerError
 from mlwarden.schemas.incident import EngineCommand
 from mlwarden.streams.decode import RawMessage, decode_batch
 from mlwarden.streams.faust_transport import use_fetch_max_wait
+from mlwarden.streams.lag import group_positions
 from mlwarden.streams.partitions import PartitionedPipelines, partition_of_key
 from mlwarden.streams.recent import RecentTelemetry, attach_recent
 from mlwarden.streams.response import IncidentTable, build_responders
 from mlwarden.streams.settings import Settings
 from mlwarden.streams.slack_endpoint import handle_slack_action
-from mlwarden.streams.watchdog import StallWatchdog
+from mlwarden.streams.watchdog import StallWatchdog, check_interval_s
 
 _LOG = logging.getLogger(__name__)
 
@@ -176,8 +180,6 @@ def create_app(settings: Settings, watchdog: StallWatchdog | None = None) -> fau
         async for events in batches:
             for tp, partition_events in _by_partition(events).items():
                 messages = [_raw_message(tp, event) for event in partition_events]
-                if watchdog is not None and messages[-1].offset is not None:
-                    watchdog.received(tp.partition, messages[-1].offset, time.monotonic())
                 rejects, alerts, snapshot_writes = await loop().run_in_executor(
                     detection_thread, detect_batch, tp.partition, messages
                 )
@@ -242,19 +244,9 @@ def create_app(settings: Settings, watchdog: StallWatchdog | None = None) -> fau
 
     async def tick() -> None:
         """Once a second: waits that ended, approval timeouts, quiet-period resolves. Only the
-        worker that owns the single alerts partition owns the incidents. And the stall check."""
+        worker that owns the single alerts partition owns the incidents."""
         if TP(topics.alerts, 0) in app.assignor.assigned_actives():
             await publish(await engine.tick())
-        if watchdog is not None and watchdog.stall is None:
-            highwaters = {
-                tp.partition: app.consumer.highwater(tp)
-                for tp in app.assignor.assigned_actives()
-                if tp.topic == topics.telemetry
-            }
-            stall = watchdog.check(highwaters, time.monotonic())
-            if stall is not None:
-                _LOG.critical("%s", stall)
-                os.kill(os.getpid(), SIGTERM)
 
     app.timer(1.0, name="mlwarden.tick")(tick)  # app.timer is untyped: applied, not decorated
 
@@ -269,22 +261,46 @@ def create_app(settings: Settings, watchdog: StallWatchdog | None = None) -> fau
         sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
     ) -> None:
         revoked: set[TP] = args[0] if args else kwargs["revoked"]
-        partitions = [tp.partition for tp in revoked if tp.topic == topics.telemetry]
-        pipelines.revoke(partitions)
-        if watchdog is not None:
-            watchdog.revoked(partitions)
+        pipelines.revoke(tp.partition for tp in revoked if tp.topic == topics.telemetry)
 
     if watchdog is not None:
-        # Bound once here: mypy cannot carry the narrowing into the handler below.
-        stall_watchdog = watchdog
-
-        @app.on_partitions_assigned.connect
-        def _restart_stall_clock(
-            sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-        ) -> None:
-            stall_watchdog.assigned(time.monotonic())
+        watch_for_stalls(app, watchdog, settings)
 
     return app
+
+
+def watch_for_stalls(app: faust.App, watchdog: StallWatchdog, settings: Settings) -> None:
+    """Every `check_interval_s(watchdog.timeout_s)`, read the group's committed offsets on the
+    partitions of `app`'s source topics it holds; on a stall, log it and stop (SIGTERM, Faust's
+    clean shutdown). The offsets are read on a thread: kafka-python's client is blocking."""
+    topics = settings.kafka.topics
+    sources = (topics.telemetry, topics.alerts, topics.commands)
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlwarden-watchdog")
+
+    async def check() -> None:
+        if watchdog.stall is not None:  # already stopping
+            return
+        actives = app.assignor.assigned_actives()
+        held = {(tp.topic, tp.partition) for tp in actives if tp.topic in sources}
+        read = partial(group_positions, settings.kafka.bootstrap, settings.worker.app_id)
+        try:
+            positions = await loop().run_in_executor(reader, read, sources, held) if held else {}
+        except (BrokerError, KafkaError) as exc:  # the broker will be back; so will the check
+            _LOG.warning("the stall watchdog could not read committed offsets: %s", exc)
+            return
+        stall = watchdog.check(positions, time.monotonic())
+        if stall is not None:
+            _LOG.critical("%s", stall)
+            os.kill(os.getpid(), SIGTERM)
+
+    interval_s = check_interval_s(watchdog.timeout_s)
+    app.timer(interval_s, name="mlwarden.stall-watchdog")(check)  # untyped, as tick's
+
+    @app.on_partitions_assigned.connect
+    def _restart_stall_clocks(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        watchdog.assigned()
 
 
 def _by_partition(events: Sequence[EventT[bytes]]) -> dict[TP, list[EventT[bytes]]]:

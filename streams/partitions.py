@@ -113,7 +113,9 @@ class PartitionedPipelines:
         """
         alerts = self._pipeline(partition).update(records)
         if through_offset is not None:
-            self._through[partition] = through_offset
+            # Never backwards: a replayed batch (all of it skipped) ends below what the state
+            # already holds, and the batches after it would pass as fresh.
+            self._through[partition] = max(through_offset, self._through.get(partition, -1))
         now = self._monotonic()
         if alerts or now - self._last_checkpoint.get(partition, 0.0) >= self._checkpoint_interval_s:
             # An alert is always checkpointed at once: the incident it opened must survive a

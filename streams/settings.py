@@ -104,8 +104,9 @@ class WorkerSettings(BaseModel):
     stall_timeout_s: float = Field(
         default=120.0,
         gt=0,
-        description="Telemetry waiting and none received for this long: the worker exits "
-        "with code 75 for its supervisor to restart it (see streams/watchdog).",
+        description="Records waiting on a partition the worker holds and its committed offset "
+        "unmoved for this long: the worker exits with code 75 for its supervisor to restart "
+        "it (see streams/watchdog). Keep it well above commit_interval_s.",
     )
 
 

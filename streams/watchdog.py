@@ -1,52 +1,80 @@
-"""Notices a worker that holds telemetry it is not reading, so it can be restarted.
+"""Notices a worker whose committed offsets stand still while records wait, so it is restarted.
 
-Seen in the rejoin test (tests/integration/test_worker_rejoin.py), in 4 of 27 local runs:
-after a rebalance whose SyncGroup failed (Tansu still listed the member that had just left),
-the worker got its partitions back, processed a few batches, and then Faust's fetcher waited
-for good inside its message callback (`Conductor.on_message`, before the stream's queue)
-while every partition had thousands of unread records. Heartbeats went on, so the group
-never moved the partitions elsewhere; nothing was logged; no alert could ever fire again.
+Seen in the rejoin test (tests/integration/test_worker_rejoin.py), in 4 of 27 local runs of its
+freezing scenario, and once in CI after a killed worker was restarted
+(test_response_worker): after a rebalance whose SyncGroup failed (Tansu still listed the
+member that had just left or died), the worker got its partitions back and then Faust's
+fetcher waited for good inside its message callback (`Conductor.on_message`, before the
+stream's queue), with thousands of records unread. Heartbeats went on, so the group never
+moved the partitions elsewhere; nothing was logged; no alert could fire or be handled again.
 The cause lies in Faust's flow control and was not pinned down.
 
-Whatever the cause, a worker that has records waiting and has received none for
-`stall_timeout_s` is not going to: `StallWatchdog.check` says so, and the worker exits with
-`EXIT_STALLED` for its supervisor to restart it. A restart resumes from the detector
-snapshots and the committed offsets, and replays nothing twice (streams/partitions).
+Whatever the cause, a worker whose committed offset on an assigned partition has not moved
+for `timeout_s` while records wait past it is not going to move it: `StallWatchdog.check`
+says so, and the worker exits with `EXIT_STALLED` for its supervisor to restart it. A restart
+resumes from the detector snapshots and the committed offsets, and replays nothing twice
+into the detectors (streams/partitions) or the playbooks (idempotent steps).
+
+Committed offsets, not records received, are the measure: they cover every agent (telemetry,
+alerts, commands) the same way, they are known for a partition the worker has not read from
+yet, and they are what a restart resumes from. They come from `streams.lag.group_positions`,
+as an operator's lag check would read them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 # EX_TEMPFAIL (sysexits.h): "temporary failure, the user is invited to retry".
 EXIT_STALLED: Final = 75
 
+# Each offset read is a short-lived kafka-python client, which logs its connections, bootstrap
+# and shutdown at INFO: a dozen lines per check in the worker's log. Its warnings still show.
+logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def check_interval_s(timeout_s: float) -> float:
+    """How often to read the offsets: a few times per timeout, within 1–30 s (each read is a
+    short-lived Kafka client)."""
+    return max(1.0, min(30.0, timeout_s / 4))
+
+
+class Position(NamedTuple):
+    """A partition's committed offset for the group and the end of its log."""
+
+    committed: int
+    end: int
+
+
+PartitionKey = tuple[str, int]  # (topic, partition)
+
 
 @dataclass(frozen=True, slots=True)
 class Stall:
-    """What the watchdog saw: unread records and how long nothing arrived."""
+    """What the watchdog saw: records waiting on partitions whose commits stood still."""
 
-    unread: Mapping[int, int]  # partition → records past the last one received
-    quiet_s: float
+    waiting: Mapping[PartitionKey, int]
+    still_s: float
 
     def __str__(self) -> str:
-        waiting = ", ".join(f"partition {p}: {n:,}" for p, n in sorted(self.unread.items()))
+        waiting = ", ".join(
+            f"{topic}[{partition}]: {count:,}"
+            for (topic, partition), count in sorted(self.waiting.items())
+        )
         return (
-            f"the worker received no telemetry for {self.quiet_s:.1f} s while records wait "
+            f"the worker committed nothing for {self.still_s:.1f} s while records wait "
             f"({waiting}); exiting with code {EXIT_STALLED} so its supervisor restarts it "
             "(state resumes from the detector snapshots and committed offsets)"
         )
 
 
 class StallWatchdog:
-    """Tracks when telemetry last arrived; `check` reports a stall past `timeout_s`.
+    """Tracks when each assigned partition's committed offset last moved.
 
-    Only partitions this worker has received from since it was (last) assigned them are
-    judged: for any other, the offset it should read from is not known here, and a guess
-    would restart a healthy worker whose partition is simply quiet. Time is whatever
-    monotonic clock the caller passes in, so the class itself never reads a clock.
+    Time is whatever monotonic clock the caller passes in, so the class never reads a clock.
     """
 
     # A log's end can sit one past its last record for good: a transaction's commit marker
@@ -56,40 +84,34 @@ class StallWatchdog:
     def __init__(self, timeout_s: float) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, not {timeout_s}")
-        self._timeout_s = timeout_s
-        self._next_offset: dict[int, int] = {}  # partition → first offset not yet received
-        self._last_progress: float | None = None
+        self.timeout_s = timeout_s
+        self._moved: dict[PartitionKey, tuple[int, float]] = {}  # committed, when it got there
         self.stall: Stall | None = None  # the first stall reported, kept for the exit code
 
-    def assigned(self, now: float) -> None:
-        """Partitions were (re)assigned: recovery and seeking start the clock afresh."""
-        self._last_progress = now
+    def assigned(self) -> None:
+        """Partitions were (re)assigned: recovery and seeking restart every clock."""
+        self._moved.clear()
 
-    def revoked(self, partitions: Iterable[int]) -> None:
-        """Forget partitions given up: another worker may read them on before they return."""
-        for partition in partitions:
-            self._next_offset.pop(partition, None)
-
-    def received(self, partition: int, last_offset: int, now: float) -> None:
-        """A batch of `partition` up to `last_offset` reached the detectors."""
-        self._next_offset[partition] = max(self._next_offset.get(partition, 0), last_offset + 1)
-        self._last_progress = now
-
-    def check(self, highwaters: Mapping[int, int | None], now: float) -> Stall | None:
-        """A stall if a judged partition's log end (`highwaters`, None when not yet known)
-        lies past the last record received and nothing arrived for the timeout."""
-        if self._last_progress is None:
-            return None
-        quiet_s = now - self._last_progress
-        if quiet_s < self._timeout_s:
-            return None
-        unread = {
-            partition: highwater - self._next_offset[partition]
-            for partition, highwater in highwaters.items()
-            if highwater is not None
-            and partition in self._next_offset
-            and highwater - self._next_offset[partition] > self._MARKER_SLACK
+    def check(self, positions: Mapping[PartitionKey, Position], now: float) -> Stall | None:
+        """A stall if a partition in `positions` (this worker's, all of them) has records
+        past its committed offset and that offset has not moved for the timeout. A partition
+        seen for the first time starts its clock now."""
+        moved: dict[PartitionKey, tuple[int, float]] = {}
+        for key, position in positions.items():
+            previous = self._moved.get(key)
+            if previous is not None and previous[0] == position.committed:
+                moved[key] = previous
+            else:
+                moved[key] = (position.committed, now)
+        self._moved = moved  # partitions no longer held are forgotten
+        waiting = {
+            key: position.end - position.committed
+            for key, position in positions.items()
+            if position.end - position.committed > self._MARKER_SLACK
+            and now - moved[key][1] >= self.timeout_s
         }
-        if unread:
-            self.stall = Stall(unread, quiet_s)
-        return self.stall if unread else None
+        if not waiting:
+            return None
+        still_s = min(now - moved[key][1] for key in waiting)
+        self.stall = Stall(waiting, still_s)
+        return self.stall

@@ -18,8 +18,9 @@ assertion on how fast; only that it gets there.
 
 In 4 of 27 local runs, the rebalance that follows (its SyncGroup fails while the broker still
 lists the member that left) leaves Faust's fetcher waiting for good a few batches later (see
-streams/watchdog). The worker's stall watchdog then exits it with EXIT_STALLED and the test
-restarts it as a supervisor would; the restarted worker must finish the backlog, and
+streams/watchdog). The worker's stall watchdog then exits it with EXIT_STALLED (its commits
+stood still for STALL_TIMEOUT_S while records waited) and the test restarts it as a supervisor
+would; the restarted worker must finish the backlog, and
 replays none of it into the detectors (no client is then seen repeating its own queries).
 """
 
@@ -160,22 +161,23 @@ def test_a_worker_that_left_its_group_rejoins_and_commits_the_backlog(
     assert not self_repeats, f"replayed records were counted twice: {self_repeats[:1]}"
 
 
-def test_a_worker_that_receives_nothing_while_records_wait_exits_for_a_restart(
+def test_a_worker_whose_commits_stand_still_while_records_wait_exits_for_a_restart(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    """The watchdog's wiring, with a timeout shorter than one batch's detection: while the
-    detectors work through a batch of 2,000, nothing new is received and records wait."""
+    """The watchdog's wiring, on a worker that only commits once an hour (or every 10,000
+    acks, Faust's other trigger): its committed offsets stand still for longer than the
+    timeout while the backlog waits, and the worker stops itself."""
     kafka = isolated_kafka(broker.bootstrap)
     env = worker_env(
         kafka,
         f"stall-{uuid.uuid4().hex[:6]}",
         tmp_path / "state",
-        MLWARDEN_WORKER__BATCH_SIZE="2000",
-        MLWARDEN_WORKER__STALL_TIMEOUT_S="0.05",
+        MLWARDEN_WORKER__COMMIT_INTERVAL_S="3600",
+        MLWARDEN_WORKER__STALL_TIMEOUT_S="3",
     )
     log = tmp_path / "worker.log"
     publish_backlog(broker.bootstrap, kafka.topics.telemetry)
     with running_worker(env, log) as worker:
         code = wait_for(lambda: worker.poll(), 120, "the worker to stop itself", log)
     assert code == EXIT_STALLED
-    assert "received no telemetry" in log.read_text(errors="replace")
+    assert "committed nothing for" in log.read_text(errors="replace")

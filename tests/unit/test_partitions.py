@@ -155,6 +155,20 @@ def test_replayed_offsets_are_skipped_once_restored() -> None:
     assert restarted.fresh(0, [Message(44), Message(45)]) == [Message(45)]
 
 
+def test_a_skipped_replay_does_not_move_the_offset_back() -> None:
+    """After a restart the replay starts at the committed offset, below the snapshot's: the
+    first replayed batch is skipped whole and must not make the next one look fresh."""
+    store: dict[str, Any] = {}
+    first = PartitionedPipelines(lambda: build_pipeline(SUITE), store, monotonic=Clock())
+    store.update(first.update(0, records("quiet", 0, 3), through_offset=350)[1])
+    restarted = PartitionedPipelines(lambda: build_pipeline(SUITE), store, monotonic=Clock())
+    replayed = [Message(offset) for offset in range(100, 150)]
+    assert restarted.fresh(0, replayed) == []
+    restarted.update(0, [], through_offset=149)
+    assert restarted.fresh(0, [Message(300), Message(351)]) == [Message(351)]
+    assert restarted.checkpoint(0)["0"]["through_offset"] == 350
+
+
 def test_a_partition_without_a_snapshot_or_offsets_skips_nothing() -> None:
     store: dict[str, Any] = {}
     parts = PartitionedPipelines(lambda: build_pipeline(SUITE), store, monotonic=Clock())
