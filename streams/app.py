@@ -280,6 +280,9 @@ def watch_for_stalls(app: faust.App, watchdog: StallWatchdog, settings: Settings
     async def check() -> None:
         if watchdog.stall is not None:  # already stopping
             return
+        if app.rebalancing or app.in_recovery:  # no commits expected until the worker is ready
+            watchdog.restart()
+            return
         actives = app.assignor.assigned_actives()
         held = {(tp.topic, tp.partition) for tp in actives if tp.topic in sources}
         read = partial(group_positions, settings.kafka.bootstrap, settings.worker.app_id)
@@ -300,7 +303,7 @@ def watch_for_stalls(app: faust.App, watchdog: StallWatchdog, settings: Settings
     def _restart_stall_clocks(
         sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
     ) -> None:
-        watchdog.assigned()
+        watchdog.restart()
 
 
 def _by_partition(events: Sequence[EventT[bytes]]) -> dict[TP, list[EventT[bytes]]]:

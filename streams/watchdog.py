@@ -88,8 +88,9 @@ class StallWatchdog:
         self._moved: dict[PartitionKey, tuple[int, float]] = {}  # committed, when it got there
         self.stall: Stall | None = None  # the first stall reported, kept for the exit code
 
-    def assigned(self) -> None:
-        """Partitions were (re)assigned: recovery and seeking restart every clock."""
+    def restart(self) -> None:
+        """A rebalance or table recovery is under way, or just ended: every clock starts again
+        (recovering a long changelog may take minutes before the first commit)."""
         self._moved.clear()
 
     def check(self, positions: Mapping[PartitionKey, Position], now: float) -> Stall | None:
