@@ -79,7 +79,6 @@ class SupervisedWorker:
         self._env, self._log_path = env, log_path
         self._stack = ExitStack()
         self.process: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
 
     def __enter__(self) -> SupervisedWorker:
         self.process = self._stack.enter_context(running_worker(self._env, self._log_path))
@@ -94,7 +93,6 @@ class SupervisedWorker:
         code = self.process.poll()
         if code == EXIT_STALLED:
             self._stack.close()
-            self.restarts += 1
             self.process = self._stack.enter_context(running_worker(self._env, self._log_path))
         elif code is not None:
             raise AssertionError(f"the worker exited with code {code}: {self._log_path}")
